@@ -1,0 +1,1 @@
+"""Power sources: readers of raw node energy (installed as ``kepler_top.backends``)."""

@@ -1,0 +1,1 @@
+"""Prometheus exporter over the engine's snapshots (installed as ``kepler_top.exporter``)."""

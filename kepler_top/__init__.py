@@ -1,0 +1,3 @@
+"""kepler-top: who burns the power on this node, live."""
+
+__version__ = "0.1.0"

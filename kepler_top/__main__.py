@@ -1,0 +1,3 @@
+from kepler_top.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The ``kepler-top`` command line: parsing, dispatch, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import math
+import sys
+import time
+from typing import Sequence
+
+from kepler_top import __version__
+from kepler_top.errors import KeplerTopError, UsageError
+
+PROG = "kepler-top"
+
+# Subcommands: name -> module with add_arguments(parser), run(args) -> int and HELP.
+SUBCOMMANDS: dict[str, str] = {}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage in the contract's one line, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{PROG}: error: {message}: see '{self.prog} --help'\n")
+
+
+def interval_arg(text: str) -> float:
+    """A positive, finite number of seconds, at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 3600 seconds")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """Flags that every mode takes. Subcommands repeat them with defaults suppressed, so a flag
+    given before or after the subcommand's name means the same."""
+
+    def d(value):
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("common options")
+    g.add_argument("--interval", type=interval_arg, default=d(None), metavar="SECONDS",
+                   help="sampling interval (default 2 s; 5 s for export)")
+    g.add_argument("--source", default=d("auto"),
+                   choices=("auto", "rapl-sysfs", "rapl-msr", "estimator"),
+                   help="power source (default auto: rapl-sysfs, then rapl-msr, then estimator)")
+    g.add_argument("--sysfs", default=d("/sys"), metavar="DIR", help="sysfs root (default /sys)")
+    g.add_argument("--procfs", default=d("/proc"), metavar="DIR",
+                   help="procfs root (default /proc)")
+    g.add_argument("--dev-cpu", default=d("/dev/cpu"), metavar="DIR",
+                   help="MSR device root (default /dev/cpu)")
+    g.add_argument("--node-name", default=d(None), metavar="NAME",
+                   help="node name (default: $NODE_NAME, else the host name)")
+    g.add_argument("--kubeconfig", default=d(None), metavar="FILE",
+                   help="kubeconfig for pod names (default: in-cluster, then ~/.kube/config)")
+    g.add_argument("--no-kube", action="store_true", default=d(False),
+                   help="do not ask a cluster for pod names")
+    g.add_argument("--model", default=d(None), metavar="FILE",
+                   help="estimator model file (JSON; see README)")
+    g.add_argument("--debug", action="store_true", default=d(False),
+                   help="log debug lines and show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Who burns the power on this node: per process, container, pod and "
+        "namespace, measured (RAPL) or estimated.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--once", action="store_true",
+                        help="take two samples one interval apart, print, exit")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="output of --once (default table)")
+    add_common(parser)
+    if SUBCOMMANDS:
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        for name, module_name in SUBCOMMANDS.items():
+            module = importlib.import_module(module_name)
+            p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+            add_common(p, suppress=True)
+            module.add_arguments(p)
+            p.set_defaults(run=module.run)
+    return parser
+
+
+def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
+    """The engine for these flags; fills args.interval with the mode's default."""
+    from kepler_top.engine import Engine
+
+    if args.interval is None:
+        args.interval = default_interval
+    engine = Engine(
+        sysfs=args.sysfs,
+        procfs=args.procfs,
+        dev_cpu=args.dev_cpu,
+        source=args.source,
+        node_name=args.node_name,
+        model=args.model,
+        metadata=make_metadata(args),
+    )
+    if engine.source_notes:
+        passed = "; ".join(engine.source_notes.values())
+        print(f"{PROG}: source {engine.source} (passed over: {passed})", file=sys.stderr)
+    return engine
+
+
+def make_metadata(args: argparse.Namespace):
+    """Pod and container names from the cluster; None until a pod source is built in."""
+    return None
+
+
+def run_once(args: argparse.Namespace) -> int:
+    from kepler_top import output
+
+    engine = make_engine(args)
+    engine.sample()
+    time.sleep(args.interval)
+    snap = engine.sample()
+    sys.stdout.write(output.render(snap, args.format))
+    return 0
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    from kepler_top.tui.app import KeplerTopApp, LiveFeed
+
+    engine = make_engine(args)
+    app = KeplerTopApp(LiveFeed(engine), interval_s=args.interval)
+    app.run()
+    return app.return_code or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if getattr(args, "run", None):
+            return args.run(args)
+        if args.once:
+            return run_once(args)
+        return run_tui(args)
+    except KeplerTopError as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`kepler-top --once | head`): not our failure.
+        sys.stderr.close()
+        return 0

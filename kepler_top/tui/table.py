@@ -1,0 +1,121 @@
+"""The workload table: one view at a time (namespaces, pods, containers, processes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+
+from kepler_top.output import fmt_joules, fmt_watts, short_id
+from kepler_top.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class View:
+    """One table view: its title, its columns and how a snapshot becomes its rows."""
+
+    name: str
+    title: str
+    columns: tuple[str, ...]
+    rows: Callable[[Snapshot], Iterable[tuple[str, list[Any], Any]]]
+
+
+def _num(value: str) -> Text:
+    return Text(value, justify="right")
+
+
+def _share(watts: float | None, snap: Snapshot) -> Text:
+    total = snap.node.active_watts
+    if watts is None or not total:
+        return _num("-")
+    return _num(f"{100 * watts / total:.1f}%")
+
+
+def _figures(item, snap: Snapshot) -> list[Any]:
+    return [_num(fmt_watts(item.watts)), _share(item.watts, snap), _num(fmt_joules(item.joules))]
+
+
+def _namespaces(snap: Snapshot):
+    pods: dict[str | None, int] = {}
+    for p in snap.pods:
+        pods[p.namespace] = pods.get(p.namespace, 0) + 1
+    for ns in snap.namespaces:
+        name = ns.name if ns.name is not None else "(unknown)"
+        yield f"ns:{ns.name}", [name, _num(str(pods.get(ns.name, 0))), *_figures(ns, snap)], ns
+
+
+def _pods(snap: Snapshot):
+    for p in snap.pods:
+        yield p.uid, [p.namespace or "-", p.name or p.uid, p.state, *_figures(p, snap)], p
+
+
+def _containers(snap: Snapshot):
+    pods = {p.uid: p for p in snap.pods}
+    for c in snap.containers:
+        pod = pods.get(c.pod_uid) if c.pod_uid else None
+        pod_label = (pod.name if pod and pod.name else short_id(c.pod_uid, 8))
+        yield c.id, [c.name or short_id(c.id), pod_label, c.runtime or "-", c.state,
+                     _num(f"{c.cpu_seconds:.1f}"), *_figures(c, snap)], c
+
+
+def _processes(snap: Snapshot):
+    for p in snap.processes:
+        key = f"{p.pid}:{p.state}:{p.exe}"
+        yield key, [_num(str(p.pid)), p.comm, short_id(p.container_id), p.state,
+                    _num(f"{p.cpu_seconds:.1f}"), *_figures(p, snap), p.exe or "-"], p
+
+
+VIEWS: dict[str, View] = {
+    "namespaces": View("namespaces", "Namespaces",
+                       ("NAMESPACE", "PODS", "WATTS", "SHARE", "JOULES"), _namespaces),
+    "pods": View("pods", "Pods",
+                 ("NAMESPACE", "POD", "STATE", "WATTS", "SHARE", "JOULES"), _pods),
+    "containers": View("containers", "Containers",
+                       ("CONTAINER", "POD", "RUNTIME", "STATE", "CPU s", "WATTS", "SHARE",
+                        "JOULES"), _containers),
+    "processes": View("processes", "Processes",
+                      ("PID", "COMM", "CONTAINER", "STATE", "CPU s", "WATTS", "SHARE", "JOULES",
+                       "EXE"), _processes),
+}
+
+
+class WorkloadTable(DataTable):
+    """A DataTable that renders one view of a snapshot, keeping the cursor on the same row."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.view: View = VIEWS["namespaces"]
+        self._columns_of: str | None = None
+
+    def show(self, snap: Snapshot | None, view: View) -> None:
+        """Replace the rows with the view of ``snap`` (rows come sorted by watts)."""
+        self.view = view
+        selected = None
+        if self.row_count and self._columns_of == view.name:
+            try:
+                selected = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+            except CellDoesNotExist:
+                selected = None
+        if self._columns_of != view.name:
+            self.clear(columns=True)
+            self.add_columns(*view.columns)
+            self._columns_of = view.name
+        else:
+            self.clear()
+        if snap is None:
+            return
+        seen: set[str] = set()
+        for key, cells, _item in view.rows(snap):
+            # A PID reused while its old process is still listed as terminated.
+            while key in seen:
+                key += "+"
+            seen.add(key)
+            self.add_row(*cells, key=key)
+        if selected is not None:
+            try:
+                self.move_cursor(row=self.get_row_index(selected), animate=False)
+            except RowDoesNotExist:
+                pass
