@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Protocol
 
 # Order in which zones stand for the node in one-number figures (Kepler's ranking).
@@ -16,13 +17,37 @@ def primary_zone(zones: "list[str] | tuple[str, ...]") -> str | None:
     return min(zones) if zones else None
 
 
+# Bound on any one counter's power over an interval. The largest CPU packages shipping draw
+# about 500 W and psys exists only on client platforms, so 2 kW is four times anything a RAPL
+# counter can honestly report; a delta above it is a glitch (a counter reset, a bad wrap, a
+# firmware fault: Kepler issue #1344 showed ~9 kW on a 35 W machine), never a spike.
+MAX_PLAUSIBLE_WATTS = 2000.0
+
+# package-0, package-1-die-0, dram: the kernel's zone name, a socket index, maybe a die index.
+_SOCKET_SUFFIX = re.compile(r"^(?P<zone>.+?)-(?P<socket>\d+)(?:-die-(?P<die>\d+))?$")
+
+
 def zone_name(kernel_name: str) -> str:
-    """The zone for a powercap ``name`` file's text: ``package-1`` is ``package``."""
+    """The zone for a powercap ``name`` file's text: ``package-1`` and ``package-0-die-1``
+    are ``package``; a name never seen before is kept as it is."""
     name = kernel_name.strip()
-    base, sep, suffix = name.rpartition("-")
-    if sep and suffix.isdigit() and base:
-        return base
-    return name
+    m = _SOCKET_SUFFIX.match(name)
+    return m["zone"] if m else name
+
+
+def die_of(kernel_name: str) -> tuple[int, int] | None:
+    """(socket, die) for a per-die zone name such as ``package-0-die-1``, else None."""
+    m = _SOCKET_SUFFIX.match(kernel_name.strip())
+    if m and m["die"] is not None:
+        return int(m["socket"]), int(m["die"])
+    return None
+
+
+def plausible(joules: float, interval_s: float) -> bool:
+    """Whether one counter's energy over an interval is physically possible."""
+    if joules < 0:
+        return False
+    return interval_s <= 0 or joules / interval_s <= MAX_PLAUSIBLE_WATTS
 
 
 class PowerSource(Protocol):

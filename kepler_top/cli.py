@@ -16,7 +16,9 @@ from kepler_top.errors import KeplerTopError, UsageError
 PROG = "kepler-top"
 
 # Subcommands: name -> module with add_arguments(parser), run(args) -> int and HELP.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "doctor": "kepler_top.doctor",
+}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ import logging
 from typing import Callable
 
 from kepler_top.backends.base import PowerSource
-from kepler_top.backends.estimator import Estimator, LinearModel, load_model
+from kepler_top.backends.estimator import Estimator, Model, load_model
 from kepler_top.backends.rapl_sysfs import RaplSysfs
 from kepler_top.errors import SourceUnavailable, UsageError
 from kepler_top.procfs import read_cpu_times
@@ -32,7 +32,7 @@ def open_source(
     sysfs: str = "/sys",
     procfs: str = "/proc",
     dev_cpu: str = "/dev/cpu",
-    model: str | LinearModel | None = None,
+    model: str | Model | None = None,
 ) -> tuple[PowerSource, dict[str, str]]:
     """Open the named source, or the first readable one for ``auto``.
 
