@@ -155,14 +155,6 @@ class RaplMsr:
 
     def __init__(self, *, sysfs: str = "/sys", procfs: str = "/proc",
                  dev_cpu: str = "/dev/cpu") -> None:
-        vendor = cpu_vendor(procfs)
-        regs = VENDORS.get(vendor or "")
-        if regs is None:
-            raise SourceUnavailable(
-                f"rapl-msr: CPU vendor {vendor or 'unknown'} (from {procfs}/cpuinfo) has no "
-                "known RAPL registers", "use --source rapl-sysfs or estimator",
-            )
-        self.vendor = vendor
         topology = cpu_topology(sysfs)
         if not topology:
             # Limitation: without sysfs topology every CPU is taken to sit in one package, so
@@ -178,7 +170,18 @@ class RaplMsr:
 
         self._fds: dict[int, int] = {}
         try:
+            # The device first: a missing module or capability is the likelier, and more
+            # useful, reason than the vendor.
             first_cpu = min(packages.values())
+            self._fd(dev_cpu, first_cpu)
+            vendor = cpu_vendor(procfs)
+            regs = VENDORS.get(vendor or "")
+            if regs is None:
+                raise SourceUnavailable(
+                    f"rapl-msr: CPU vendor {vendor or 'unknown'} (from {procfs}/cpuinfo) has no "
+                    "known RAPL registers", "use --source rapl-sysfs or estimator",
+                )
+            self.vendor = vendor
             unit = read_msr(self._fd(dev_cpu, first_cpu), regs.unit)
             if unit is None:
                 raise SourceUnavailable(

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from kepler_top.backends import rapl_msr, rapl_sysfs
-from kepler_top.errors import KeplerTopError, SourceUnavailable
+from kepler_top.errors import SourceUnavailable, UsageError
 from kepler_top.sources import open_source
 
 HELP = "diagnose this node: RAPL zones, MSR access, CPU, VM, cgroups, and the source auto picks"
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the diagnosis; exit status 0 (a node without meters is a finding, not a failure)."""
     for flag, path in (("--sysfs", args.sysfs), ("--procfs", args.procfs)):
         if not os.path.isdir(path):
-            raise KeplerTopError(f"{flag} {path}: no such directory", f"give the path of a {flag[2:]}")
+            raise UsageError(f"{flag} {path}: no such directory",
+                             f"give the path of a {flag[2:]}")
     report = diagnose(sysfs=args.sysfs, procfs=args.procfs, dev_cpu=args.dev_cpu,
                       model=args.model)
     if args.format == "json":
@@ -55,13 +56,9 @@ def diagnose(*, sysfs: str = "/sys", procfs: str = "/proc", dev_cpu: str = "/dev
 
     source, notes = open_source("auto", sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu,
                                 model=model)
-    estimator = getattr(source, "model", None)
+    model_used = getattr(source, "model", None)
     if hasattr(source, "close"):
         source.close()
-    if estimator is None:
-        chosen = {"estimator": None}
-    else:
-        chosen = {"estimator": estimator.description}
     problems = _problems(sysfs_part, msr_part, vm, sysfs)
     return {
         "cpu": cpu,
@@ -70,7 +67,8 @@ def diagnose(*, sysfs: str = "/sys", procfs: str = "/proc", dev_cpu: str = "/dev
         "rapl_sysfs": sysfs_part,
         "rapl_msr": msr_part,
         "auto": {"source": source.name, "estimated": source.estimated,
-                 "zones": list(source.zones), "passed_over": notes, **chosen},
+                 "zones": list(source.zones), "passed_over": notes,
+                 "model": model_used.description if model_used else None},
         "problems": problems,
     }
 
@@ -203,7 +201,8 @@ def _problems(sysfs_part: dict, msr_part: dict, vm: dict, sysfs: str) -> list[di
             continue
         problems.append({"problem": f"zone {z['zone']}: {z['reason']}",
                          "fix": "the zone will show as unknown (null); " + rapl_sysfs.ROOT_FIX})
-    if not msr_part["usable"]:
+    # MSR access matters only where sysfs cannot serve: both read the same counters.
+    if not msr_part["usable"] and not sysfs_part["usable"]:
         problems.append({"problem": msr_part["reason"], "fix": msr_part["fix"]})
     return problems
 
@@ -215,7 +214,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines = ["kepler-top doctor", ""]
     lines.append(f"CPU              {cpu['model_name'] or 'unknown'} ({cpu['vendor'] or '?'}, "
                  f"family {cpu['family'] or '?'} model {cpu['model'] or '?'}), "
-                 f"{cpu['logical_cpus'] or '?'} logical CPUs, {cpu['packages'] or '?'} packages")
+                 f"{cpu['logical_cpus'] or '?'} logical CPUs in "
+                 f"{cpu['packages'] or '?'} package(s)")
     why_vm = [w for w, on in (("hypervisor CPU flag", vm["hypervisor_flag"]),
                               (f"DMI vendor {vm['dmi_vendor']}", vm["dmi_vendor"])) if on]
     lines.append(f"virtual machine  {'yes' if vm['is_vm'] else 'no'}"
@@ -238,10 +238,10 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append("")
     kind = "ESTIMATED" if auto["estimated"] else "measured"
     lines.append(f"auto chooses     {auto['source']} ({kind}), zones {', '.join(auto['zones'])}")
-    if auto["estimator"]:
-        lines.append(f"  model: {auto['estimator']}")
+    if auto["model"]:
+        lines.append(f"  model: {auto['model']}")
     for name, why in auto["passed_over"].items():
-        lines.append(f"  passed over {name}: {why}")
+        lines.append(f"  passed over {name}: {why.removeprefix(name + ': ')}")
     lines.append("")
     if report["problems"]:
         lines.append("problems and fixes")

@@ -140,6 +140,7 @@ def test_unknown_vendor_is_unavailable(tmp_path):
     procfs = tmp_path / "proc"
     procfs.mkdir()
     (procfs / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: CentaurHauls\n")
+    write_msr(tmp_path, 0, INTEL_UNIT, UNIT_2_POW_14)
     with pytest.raises(SourceUnavailable) as err:
         RaplMsr(sysfs=str(FIXTURES / "msr-intel-one-socket" / "sys"), procfs=str(procfs),
                 dev_cpu=str(tmp_path))
