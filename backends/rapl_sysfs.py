@@ -218,8 +218,8 @@ class RaplSysfs:
             why = why or (found.problems[0] if found.problems else "no readable zone")
             raise SourceUnavailable(
                 f"rapl-sysfs: {why}",
-                "this node offers no readable RAPL powercap zone (common in VMs); "
-                "kepler-top can read the MSRs (--source rapl-msr) or estimate (--source estimator)",
+                "this node offers no readable RAPL powercap zone (usual in VMs); "
+                "try --source rapl-msr or estimator, and see 'kepler-top doctor'",
             )
         # Counters unreadable now are kept: their zone then reads as unknown, never as a
         # partial sum of the sockets that could be read.

@@ -235,4 +235,4 @@ def test_no_powercap_tree_is_unavailable_with_a_reason(tmp_path):
     with pytest.raises(SourceUnavailable) as err:
         RaplSysfs(str(tmp_path / "sys"))
     assert "class/powercap does not exist" in err.value.what
-    assert "--source estimator" in err.value.fix
+    assert "kepler-top doctor" in err.value.fix

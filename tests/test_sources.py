@@ -181,3 +181,29 @@ def test_non_root_with_one_root_only_zone_shows_it_null_never_zero(shared_dir):
     assert node["zones"]["dram"]["watts"] is None
     assert node["zones"]["package"]["watts"] == pytest.approx(30.0)
     assert node["zones"]["core"]["watts"] == pytest.approx(11.0)
+
+
+def test_tui_header_names_the_sources_passed_over(tmp_path):
+    import asyncio
+
+    from kepler_top.tui.app import KeplerTopApp, LiveFeed
+    from kepler_top.tui.header import NodeHeader
+
+    (tmp_path / "sys").mkdir()
+    root = FIXTURES / "rapl-readable"
+    engine = Engine(sysfs=str(tmp_path / "sys"), procfs=str(root / "proc"),
+                    dev_cpu=str(tmp_path), node_name="test")
+    app = KeplerTopApp(LiveFeed(engine), interval_s=0.05)
+
+    async def header_text() -> str:
+        async with app.run_test() as pilot:
+            header = app.query_one(NodeHeader)
+            for _ in range(200):
+                await pilot.pause(0.01)
+                if "passed over" in str(header.render()):
+                    break
+            return str(header.render())
+
+    text = asyncio.run(header_text())
+    assert "source estimator ESTIMATED" in text
+    assert "passed over: rapl-sysfs, rapl-msr" in text
