@@ -193,9 +193,13 @@ def _kepler(doc: Mapping[str, Any], path: str) -> KeplerLinearModel:
             features[name] = (scale, weight)
         if weights.get("Categorical_Variables"):
             ignored.append(block)
+        if bias == 0 and not features:
+            # Model-db files carry all-zero blocks for zones the training node had no meter
+            # for (core, uncore on many servers): not modelled, so absent rather than 0 W.
+            continue
         zones[zone] = KeplerZoneWeights(bias, features)
     if not zones:
-        raise _error(path, "no zone block (package, core, uncore, dram or platform)")
+        raise _error(path, "no zone block with weights (package, core, uncore, dram or platform)")
     if ignored:
         # Limitation: categorical weights (Kepler keys them by CPU architecture names from its
         # own tables) add nothing here; a model that leans on them reads low.

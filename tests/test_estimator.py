@@ -86,6 +86,24 @@ def test_kepler_model_gives_bias_plus_weighted_scaled_features(tmp_path):
                       "psys": pytest.approx(68.0)}
 
 
+def test_kepler_model_db_file_loads_and_all_zero_zones_are_absent(tmp_path):
+    # The figures of kepler-model-db's v0.7 ec2 rapl-sysfs AbsPower BPFOnly SGD model 0.
+    def block(bias, weight):
+        return {"All_Weights": {"Bias_Weight": bias, "Categorical_Variables": {},
+                                "Numerical_Variables": {
+                                    "bpf_cpu_time_ms": {"scale": 95877.00000000001,
+                                                        "weight": weight},
+                                    "bpf_page_cache_hit": {"scale": 1.0, "weight": 0.0}}}}
+    doc = {"package": block(143.81206324506658, 305.148172889668), "core": block(0.0, 0.0),
+           "uncore": block(0.0, 0.0), "dram": block(18.616285480502686, 8.434209551249596)}
+    model = load_model(write_model(tmp_path, doc))
+    # Half of 96 CPUs for one second: 48000 ms.
+    #   package 143.81206 + 305.14817 x 48000 / 95877 = 296.58189 W
+    #   dram     18.61629 +   8.43421 x 48000 / 95877 =  22.83880 W
+    assert model.watts(0.5, 96, 1.0) == {"package": pytest.approx(296.58189),
+                                         "dram": pytest.approx(22.83880)}
+
+
 def test_kepler_model_through_the_engine_is_estimated(tmp_path):
     root = copy_case("rapl-readable", tmp_path)
     path = write_model(tmp_path, {k: v for k, v in KEPLER_MODEL.items() if k != "platform"})
