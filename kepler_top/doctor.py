@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from kepler_top.backends import rapl_msr, rapl_sysfs
@@ -29,6 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The doctor's own flags; the common ones (--sysfs, --procfs, --dev-cpu) come from cli."""
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="plain text (default) or a JSON document")
+    parser.add_argument("--wait", type=_seconds, default=0.5, metavar="SECONDS",
+                        help="read readable RAPL counters twice this far apart to see that "
+                        "they advance (default 0.5; 0 skips the check)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 0 to 10 seconds")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {path}: no such directory",
                              f"give the path of a {flag[2:]}")
     report = diagnose(sysfs=args.sysfs, procfs=args.procfs, dev_cpu=args.dev_cpu,
-                      model=args.model)
+                      model=args.model, wait_s=args.wait)
     if args.format == "json":
         sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     else:
@@ -47,11 +61,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def diagnose(*, sysfs: str = "/sys", procfs: str = "/proc", dev_cpu: str = "/dev/cpu",
-             model: str | None = None) -> dict[str, Any]:
-    """The diagnosis as a plain document (what ``--format json`` prints)."""
+             model: str | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+    """The diagnosis as a plain document (what ``--format json`` prints).
+
+    Args:
+        wait_s: read each readable RAPL counter twice this many seconds apart, to tell a live
+            counter from a stuck one; 0 skips the check (``advancing`` is then null).
+    """
     cpu = _cpu(sysfs, procfs)
     vm = _virtual_machine(sysfs, cpu.pop("flags"))
-    sysfs_part = _rapl_sysfs(sysfs)
+    sysfs_part = _rapl_sysfs(sysfs, wait_s)
     msr_part = _rapl_msr(sysfs, procfs, dev_cpu)
 
     source, notes = open_source("auto", sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu,
@@ -140,14 +159,22 @@ def _cgroup(sysfs: str) -> dict[str, Any]:
     return {"version": version, "driver": driver, "root": root}
 
 
-def _rapl_sysfs(sysfs: str) -> dict[str, Any]:
+def _rapl_sysfs(sysfs: str, wait_s: float) -> dict[str, Any]:
     found = rapl_sysfs.discover(sysfs)
     zones = []
     for c in found.counters:
         why = rapl_sysfs.probe(c)
         zones.append({"entry": c.entry, "name": c.kernel_name, "zone": c.zone, "path": c.path,
                       "readable": why is None, "reason": why,
-                      "max_energy_range_uj": c.max_energy_uj})
+                      "max_energy_range_uj": c.max_energy_uj, "advancing": None})
+    if wait_s > 0 and any(z["readable"] for z in zones):
+        before = {z["path"]: _energy(z["path"]) for z in zones if z["readable"]}
+        time.sleep(wait_s)
+        for z in zones:
+            if z["readable"]:
+                after = _energy(z["path"])
+                if before[z["path"]] is not None and after is not None:
+                    z["advancing"] = after != before[z["path"]]
     try:
         rapl_sysfs.RaplSysfs(sysfs)
     except SourceUnavailable as e:
@@ -156,7 +183,15 @@ def _rapl_sysfs(sysfs: str) -> dict[str, Any]:
         usable, reason, fix = True, None, None
     return {"root": os.path.join(sysfs, "class", "powercap"), "usable": usable,
             "reason": reason, "fix": fix, "zones": zones, "merged": list(found.merged),
-            "problems": list(found.problems)}
+            "problems": list(found.problems), "wait_seconds": wait_s}
+
+
+def _energy(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _rapl_msr(sysfs: str, procfs: str, dev_cpu: str) -> dict[str, Any]:
@@ -197,10 +232,17 @@ def _problems(sysfs_part: dict, msr_part: dict, vm: dict, sysfs: str) -> list[di
                        "a container mount the host's /sys read-only and pass --sysfs /host/sys")
         problems.append({"problem": sysfs_part["reason"], "fix": fix})
     for z in sysfs_part["zones"]:
-        if z["readable"] or not sysfs_part["usable"]:
-            continue
-        problems.append({"problem": f"zone {z['zone']}: {z['reason']}",
-                         "fix": "the zone will show as unknown (null); " + rapl_sysfs.ROOT_FIX})
+        if not z["readable"] and sysfs_part["usable"]:
+            problems.append({"problem": f"zone {z['zone']}: {z['reason']}",
+                             "fix": "the zone shows as unknown (null); " + rapl_sysfs.ROOT_FIX})
+        if z["advancing"] is False and z["zone"] in ("package", "psys"):
+            problems.append({
+                "problem": f"zone {z['zone']}: {z['path']} did not advance in "
+                           f"{sysfs_part['wait_seconds']:g} s",
+                "fix": "the counter is stuck (seen in some VMs and with RAPL off in firmware); "
+                       "kepler-top shows the zone as unknown; enable RAPL in the firmware, or "
+                       "use --source estimator",
+            })
     # MSR access matters only where sysfs cannot serve: both read the same counters.
     if not msr_part["usable"] and not sysfs_part["usable"]:
         problems.append({"problem": msr_part["reason"], "fix": msr_part["fix"]})
@@ -227,6 +269,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(f"rapl-sysfs       {state}")
     for z in s["zones"]:
         ok = "readable" if z["readable"] else f"NOT readable: {z['reason']}"
+        if z["advancing"] is not None:
+            ok += ", advancing" if z["advancing"] else ", NOT advancing"
         lines.append(f"  {z['entry']:<18} {z['name']:<16} zone {z['zone']:<8} {ok}")
     for note in s["merged"]:
         lines.append(f"  merged: {note}")

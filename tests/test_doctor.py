@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from helpers_power import (FIXTURES, as_nobody, copy_case, make_root_only,
+from helpers_power import (FIXTURES, advance, as_nobody, copy_case, make_root_only,
                            needs_root_to_switch_user, world_readable_dir, write_msr)
+from kepler_top.doctor import diagnose, render_text
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess:
@@ -60,7 +62,7 @@ def test_doctor_on_this_vm_names_both_reasons_and_the_estimator():
 
 
 def test_doctor_on_a_node_with_readable_rapl(tmp_path):
-    report = json.loads(doctor(*fixture_roots("rapl-readable", tmp_path),
+    report = json.loads(doctor(*fixture_roots("rapl-readable", tmp_path), "--wait", "0",
                                "--format", "json").stdout)
     assert report["auto"] == {"source": "rapl-sysfs", "estimated": False,
                               "zones": ["core", "dram", "package"], "passed_over": {},
@@ -74,8 +76,43 @@ def test_doctor_on_a_node_with_readable_rapl(tmp_path):
     assert report["virtual_machine"]["is_vm"] is False
 
 
+def test_doctor_flags_a_package_counter_that_does_not_advance(tmp_path):
+    report = json.loads(doctor(*fixture_roots("rapl-readable", tmp_path), "--wait", "0.05",
+                               "--format", "json").stdout)
+    assert [z["advancing"] for z in report["rapl_sysfs"]["zones"]] == [False, False, False]
+    # Only package (and psys) must always advance; an idle core or dram zone may rest.
+    assert [p["problem"] for p in report["problems"]] == [
+        f"zone package: {FIXTURES}/rapl-readable/sys/class/powercap/intel-rapl:0/energy_uj "
+        "did not advance in 0.05 s"]
+    assert "enable RAPL in the firmware" in report["problems"][0]["fix"]
+
+
+def test_doctor_sees_live_counters_advancing(tmp_path):
+    root = copy_case("rapl-readable", tmp_path)
+    stop = threading.Event()
+
+    def tick():
+        # Keeps the package counter moving for as long as the doctor looks at it.
+        while not stop.is_set():
+            advance(root, "intel-rapl:0", 0.001)
+            stop.wait(0.005)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        report = diagnose(sysfs=str(root / "sys"), procfs=str(root / "proc"),
+                          dev_cpu=str(tmp_path), wait_s=0.2)
+    finally:
+        stop.set()
+        ticker.join()
+    advancing = {z["zone"]: z["advancing"] for z in report["rapl_sysfs"]["zones"]}
+    assert advancing == {"package": True, "core": False, "dram": False}
+    assert report["problems"] == []
+    assert "advancing" in render_text(report)
+
+
 def test_doctor_names_the_mmio_duplicate_it_merged(tmp_path):
-    text = doctor(*fixture_roots("rapl-mmio-duplicate", tmp_path)).stdout
+    text = doctor(*fixture_roots("rapl-mmio-duplicate", tmp_path), "--wait", "0").stdout
     assert "  merged: intel-rapl-mmio:0 (package-0) duplicates intel-rapl; counted once" in text
     assert "auto chooses     rapl-sysfs (measured), zones package" in text
 
