@@ -108,6 +108,8 @@ class KeplerLinearModel:
 
 def kepler_features(cpu_usage_ratio: float, cpus: int, interval_s: float) -> dict[str, float]:
     """The Kepler feature values kepler-top can supply for one interval of node CPU use."""
+    # Limitation: the value is CPU time over kepler-top's interval, so a model trained at
+    # another interval reads off by the ratio of the two; run with the training --interval.
     cpu_ms = cpu_usage_ratio * cpus * interval_s * 1000.0
     return {"bpf_cpu_time_ms": cpu_ms, "bpf_cpu_time_us": cpu_ms * 1000.0}
 
