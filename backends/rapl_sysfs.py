@@ -82,7 +82,8 @@ def _entries(sysfs: str) -> dict[str, str]:
     found: dict[str, str] = {}
     flat = os.path.join(sysfs, "class", "powercap")
     for name in _listdir(flat):
-        if _ENTRY.match(name):
+        # A link that leads nowhere (absolute, made for another root) is left to the tree.
+        if _ENTRY.match(name) and os.path.isdir(os.path.join(flat, name)):
             found.setdefault(name, os.path.join(flat, name))
 
     def walk(directory: str, depth: int) -> None:

@@ -230,6 +230,19 @@ def test_host_mount_roots_inside_a_container(tmp_path):
     assert snap.node.source == "rapl-sysfs"
 
 
+def test_class_link_leading_outside_the_host_mount_falls_back_to_the_tree(tmp_path):
+    root = copy_case("rapl-host-mount", tmp_path)
+    link = root / "host/sys/class/powercap/intel-rapl:0"
+    link.unlink()
+    # An absolute link, right on the host, points into the container's own /sys here.
+    link.symlink_to("/nonexistent-host/sys/devices/virtual/powercap/intel-rapl/intel-rapl:0")
+    found = discover(str(root / "host/sys"))
+    assert [c.entry for c in found.counters] == ["intel-rapl:0", "intel-rapl:0:0"]
+    assert found.counters[0].path == str(
+        root / "host/sys/devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj")
+    assert found.problems == ()
+
+
 def test_no_powercap_tree_is_unavailable_with_a_reason(tmp_path):
     (tmp_path / "sys").mkdir()
     with pytest.raises(SourceUnavailable) as err:
