@@ -62,17 +62,48 @@ def counter_delta(prev: int, now: int) -> int:
     return (now - prev) & _COUNTER_MASK
 
 
-def cpu_vendor(procfs: str) -> str | None:
-    """The ``vendor_id`` of the first processor in /proc/cpuinfo, or None."""
+# Intel server parts whose DRAM counter steps in a fixed 15.3 uJ whatever the unit register
+# says (Intel's datasheets for Xeon E5 v3 onwards; the kernel and turbostat do the same):
+# Haswell-X, Broadwell-X and -D, Skylake/Cascade Lake-X, Xeon Phi, Ice Lake-X and -D,
+# Sapphire, Emerald and Granite Rapids.
+_FIXED_DRAM_UNIT_MODELS = {0x3F, 0x4F, 0x56, 0x55, 0x57, 0x85, 0x6A, 0x6C, 0x8F, 0xCF, 0xAD}
+FIXED_DRAM_UNIT_J = 15.3e-6
+
+
+def cpu_identity(procfs: str) -> tuple[str | None, int | None, int | None]:
+    """(vendor_id, cpu family, model) of the first processor in /proc/cpuinfo."""
+    fields: dict[str, str] = {}
     try:
         with open(os.path.join(procfs, "cpuinfo"), encoding="utf-8", errors="replace") as f:
             for line in f:
+                if not line.strip():
+                    break
                 key, sep, value = line.partition(":")
-                if sep and key.strip() == "vendor_id":
-                    return value.strip()
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
     except OSError:
-        return None
-    return None
+        return None, None, None
+
+    def number(key: str) -> int | None:
+        try:
+            return int(fields[key])
+        except (KeyError, ValueError):
+            return None
+
+    return fields.get("vendor_id"), number("cpu family"), number("model")
+
+
+def cpu_vendor(procfs: str) -> str | None:
+    """The ``vendor_id`` of the first processor in /proc/cpuinfo, or None."""
+    return cpu_identity(procfs)[0]
+
+
+def dram_unit_j(vendor: str | None, family: int | None, model: int | None,
+                energy_unit: float) -> float:
+    """Joules per DRAM counter step: fixed on Intel server parts, else the package unit."""
+    if vendor == "GenuineIntel" and family == 6 and model in _FIXED_DRAM_UNIT_MODELS:
+        return FIXED_DRAM_UNIT_J
+    return energy_unit
 
 
 def cpu_topology(sysfs: str) -> dict[int, tuple[int, int]]:
@@ -174,7 +205,7 @@ class RaplMsr:
             # useful, reason than the vendor.
             first_cpu = min(packages.values())
             self._fd(dev_cpu, first_cpu)
-            vendor = cpu_vendor(procfs)
+            vendor, family, model = cpu_identity(procfs)
             regs = VENDORS.get(vendor or "")
             if regs is None:
                 raise SourceUnavailable(
@@ -189,6 +220,7 @@ class RaplMsr:
                     f"({regs.unit:#x})", "this CPU offers no RAPL; use --source estimator",
                 )
             self.energy_unit_j = energy_unit_j(unit)
+            self.dram_unit_j = dram_unit_j(vendor, family, model, self.energy_unit_j)
             wanted = [_Counter(z, cpu, r) for cpu in packages.values()
                       for z, r in regs.per_package.items()]
             wanted += [_Counter(z, cpu, r) for cpu in cores.values()
@@ -260,7 +292,8 @@ class RaplMsr:
             return None
         # Limitation: an interval longer than one full turn of the counter (2^32 units, about
         # 262 kJ: 22 minutes at 200 W) loses the whole turns.
-        joules = counter_delta(prev, now) * self.energy_unit_j
+        unit = self.dram_unit_j if c.zone == "dram" else self.energy_unit_j
+        joules = counter_delta(prev, now) * unit
         if not plausible(joules, interval_s):
             self.dropped += 1
             log.warning("rapl-msr: %s on CPU %d advanced %.0f J in %.3f s; dropped (%d so far)",

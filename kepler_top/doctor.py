@@ -207,7 +207,7 @@ def _rapl_msr(sysfs: str, procfs: str, dev_cpu: str) -> dict[str, Any]:
         part.update(usable=False, reason=e.what, fix=e.fix, zones=[])
     else:
         part.update(usable=True, reason=None, fix=None, zones=list(source.zones),
-                    energy_unit_j=source.energy_unit_j)
+                    energy_unit_j=source.energy_unit_j, dram_unit_j=source.dram_unit_j)
         source.close()
     return part
 

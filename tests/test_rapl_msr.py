@@ -68,14 +68,35 @@ def test_intel_two_sockets_read_one_cpu_per_package(tmp_path):
     steps = 2 ** 14  # one joule
     for cpu, scale in ((0, 1), (2, 2)):
         write_msr(dev, cpu, PKG, 1000 + 10 * steps * scale)
-        write_msr(dev, cpu, DRAM, 2000 + 2 * steps * scale)
+        # A Cascade Lake (family 6 model 85): DRAM steps in a fixed 15.3 uJ.
+        write_msr(dev, cpu, DRAM, 2000 + 100_000 * scale)
         write_msr(dev, cpu, CORE, 3000 + 6 * steps * scale)
         write_msr(dev, cpu, UNCORE, 4000 + 1 * steps * scale)
     write_msr(dev, 0, PSYS, 5000 + 45 * steps)
     joules = source.read(interval_s=1.0)
-    assert joules == {"package": pytest.approx(30.0), "dram": pytest.approx(6.0),
+    assert joules == {"package": pytest.approx(30.0), "dram": pytest.approx(4.59),
                       "core": pytest.approx(18.0), "uncore": pytest.approx(3.0),
                       "psys": pytest.approx(45.0)}
+    source.close()
+
+
+def test_dram_uses_the_unit_register_off_intel_server_parts(tmp_path):
+    procfs = tmp_path / "proc"
+    procfs.mkdir()
+    (procfs / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                                    "cpu family\t: 6\nmodel\t\t: 158\n\n")
+    dev = tmp_path / "dev-cpu"
+    write_msr(dev, 0, INTEL_UNIT, UNIT_2_POW_14)
+    write_msr(dev, 0, PKG, 1000)
+    write_msr(dev, 0, DRAM, 1000)
+    source = RaplMsr(sysfs=str(FIXTURES / "msr-intel-one-socket" / "sys"), procfs=str(procfs),
+                     dev_cpu=str(dev))
+    assert source.dram_unit_j == 2.0 ** -14
+    source.read(interval_s=0.0)
+    write_msr(dev, 0, PKG, 1000 + 2 ** 14)
+    write_msr(dev, 0, DRAM, 1000 + 2 ** 13)
+    assert source.read(interval_s=1.0) == {"package": pytest.approx(1.0),
+                                           "dram": pytest.approx(0.5)}
     source.close()
 
 
