@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 from typing import Any
@@ -200,7 +201,11 @@ def _rapl_msr(sysfs: str, procfs: str, dev_cpu: str) -> dict[str, Any]:
         if d.isdigit() and os.path.exists(os.path.join(dev_cpu, d, "msr"))
     )
     part: dict[str, Any] = {"dev_cpu": dev_cpu, "devices": len(devices),
-                            "vendor": rapl_msr.cpu_vendor(procfs)}
+                            "vendor": rapl_msr.cpu_vendor(procfs), "device_mode": None,
+                            "device_owner_uid": None}
+    if devices:
+        st = os.stat(os.path.join(dev_cpu, devices[0], "msr"))
+        part.update(device_mode=stat.filemode(st.st_mode), device_owner_uid=st.st_uid)
     try:
         source = rapl_msr.RaplMsr(sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu)
     except SourceUnavailable as e:
@@ -276,7 +281,9 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"  merged: {note}")
     state = "usable" if m["usable"] else f"not usable: {m['reason']}"
     lines.append(f"rapl-msr         {state}")
-    lines.append(f"  {m['devices']} MSR devices under {m['dev_cpu']}; CPU vendor "
+    mode = (f" ({m['device_mode']}, owner uid {m['device_owner_uid']})"
+            if m["device_mode"] else "")
+    lines.append(f"  {m['devices']} MSR devices under {m['dev_cpu']}{mode}; CPU vendor "
                  f"{m['vendor'] or 'unknown'}" + (f"; zones {', '.join(m['zones'])}"
                                                  if m["zones"] else ""))
     lines.append("")

@@ -147,6 +147,8 @@ def test_doctor_on_a_node_with_msr(tmp_path):
     assert report["cpu"]["packages"] == 2 and report["cpu"]["logical_cpus"] == 4
     assert report["rapl_msr"]["usable"] is True
     assert report["rapl_msr"]["devices"] == 2
+    assert report["rapl_msr"]["device_mode"] == "-rw-r--r--"
+    assert report["rapl_msr"]["device_owner_uid"] == os.geteuid()
     assert report["rapl_msr"]["zones"] == ["dram", "package"]
     assert report["rapl_msr"]["energy_unit_j"] == 2.0 ** -14
     assert report["auto"]["source"] == "rapl-msr"
