@@ -233,7 +233,7 @@ def _problems(sysfs_part: dict, msr_part: dict, vm: dict, sysfs: str) -> list[di
                 fix = ("this is a virtual machine and its hypervisor passes no RAPL through; "
                        "figures here are estimates (measure on the host, or give --model)")
             else:
-                fix = ("load the intel_rapl_common/intel_rapl_msr modules (rapl on AMD), and in "
+                fix = ("load the intel_rapl_msr module (it serves AMD too), and in "
                        "a container mount the host's /sys read-only and pass --sysfs /host/sys")
         problems.append({"problem": sysfs_part["reason"], "fix": fix})
     for z in sysfs_part["zones"]:
