@@ -16,7 +16,11 @@ from kepler_top.errors import KeplerTopError, UsageError
 PROG = "kepler-top"
 
 # Subcommands: name -> module with add_arguments(parser), run(args) -> int and HELP.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "record": "kepler_top.record",
+    "replay": "kepler_top.replay",
+    "report": "kepler_top.report",
+}
 
 
 class _Parser(argparse.ArgumentParser):
