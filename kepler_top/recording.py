@@ -117,9 +117,11 @@ class RecordingWriter:
             raise RecordingError(f"{self.path} is closed", "start a new recording")
         line = (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         data = line
+        before = None
         if self._zip is not None:
             # A sync flush ends the deflate block on a byte boundary: a reader can decompress
             # up to here even though the stream has no end yet.
+            before = self._zip.copy()
             data = self._zip.compress(line) + self._zip.flush(zlib.Z_SYNC_FLUSH)
         try:
             view = memoryview(data)
@@ -128,6 +130,7 @@ class RecordingWriter:
             if self.fsync:
                 os.fsync(self._fd)
         except OSError as e:
+            self._zip = before
             self._fail(e)
         self.bytes += len(data)
         if count:
@@ -135,9 +138,12 @@ class RecordingWriter:
         self._check_still_there()
 
     def _fail(self, err: OSError) -> None:
-        # Cut the partial line back off, so the file ends on the last whole line.
+        # Cut the partial line back off, so the file ends on the last whole line; then end
+        # the gzip stream there if the disk lets us (a reader copes without the end, too).
         try:
             os.ftruncate(self._fd, self.bytes)
+            if self._zip is not None:
+                os.write(self._fd, self._zip.flush(zlib.Z_FINISH))
         except OSError:
             pass
         self._close_fd()

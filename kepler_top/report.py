@@ -209,12 +209,12 @@ def report(path: str, *, by: str = "pod", start: str | None = None, end: str | N
            warn: Callable[[str], None] | None = None) -> Totals:
     """Read a recording once and total its energy per workload at level ``by``."""
     with RecordingReader(path, warn=warn) as reader:
-        began = parse_time(reader.header.started) if reader.header.started else None
         docs = reader.documents()
         first = next(docs, None)
         if first is None:
             raise UsageError(f"{path} holds no snapshots", "record for at least one interval")
-        anchor = began or parse_time(first["timestamp"])
+        # Times of day and offsets count from the first snapshot: the data's own clock.
+        anchor = parse_time(first["timestamp"])
         window = [_moment(flag, text, anchor) for flag, text in (("--from", start),
                                                                    ("--to", end))]
         if window[0] and window[1] and window[1] < window[0]:

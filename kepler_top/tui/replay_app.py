@@ -127,10 +127,9 @@ class ReplayApp(KeplerTopApp):
     def _jump_to(self, text: str | None) -> None:
         if not text:
             return
-        anchor = self.feed.header.started
-        first = self.snapshot.timestamp if self.snapshot is not None else None
+        anchor = self.feed.first_timestamp or self.feed.header.started
         try:
-            when = parse_moment(text, start=parse_time(anchor or first or text))
+            when = parse_moment(text, start=parse_time(anchor or text))
         except ValueError:
             self.notify(f"{text!r} is not a time: give 2024-05-01T03:00:00Z, 03:00 or +15m",
                         title="Jump", severity="error")

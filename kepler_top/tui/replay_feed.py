@@ -34,6 +34,7 @@ class ReplayFeed:
         self.current: Snapshot | None = None
         self.index = 0  # the shown snapshot's place in the recording, from 1
         self.ended = False
+        self.first_timestamp: str | None = None  # jumps by time of day or offset count from it
 
     def _open(self) -> None:
         self._reader = RecordingReader(self.path, warn=self._warn)
@@ -65,6 +66,7 @@ class ReplayFeed:
                 return None
             self._pending = None
             self.current, self.index = ahead
+            self.first_timestamp = self.first_timestamp or self.current.timestamp
             return self.current
 
     def delay_to_next(self) -> float | None:
