@@ -70,10 +70,14 @@ class ReplayFeed:
             return self.current
 
     def delay_to_next(self) -> float | None:
-        """Recorded seconds between the shown snapshot and the next; None at the end."""
+        """Recorded seconds between the shown snapshot and the next; None (and ``ended``)
+        when the shown one is the last."""
         with self._lock:
             ahead = self._ahead()
-            return None if ahead is None else max(0.0, ahead[0].interval_seconds)
+            if ahead is None:
+                self.ended = self.current is not None
+                return None
+            return max(0.0, ahead[0].interval_seconds)
 
     def seek(self, when: datetime) -> Snapshot | None:
         """Move to the first snapshot stamped at or after ``when``; None when none is."""
