@@ -134,3 +134,66 @@ async def _jump_past_the_end_warns_and_a_bad_time_is_refused(recording):
         app.jump(parse_time("2030-01-01T00:00Z"))
         await _settle(app, pilot)
         assert any("ends before" in n.message for n in app._notifications)
+
+
+# Recording from the live TUI (the `r` key).
+
+def test_r_records_the_live_snapshots_with_an_indicator_until_pressed_again(tmp_path):
+    asyncio.run(_r_records(tmp_path))
+
+
+async def _r_records(tmp_path):
+    from textual.widgets import Input
+
+    from kepler_top.recording import RecordingReader
+    from kepler_top.tui.app import KeplerTopApp, LiveFeed
+    from kepler_top.tui.recorder import RecordFileScreen
+
+    node = FixtureNode(tmp_path)
+    node.now = 0.0
+    app = KeplerTopApp(LiveFeed(node.engine), interval_s=0.05)
+    out = tmp_path / "from-tui.jsonl"
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, RecordFileScreen)
+        app.screen.query_one(Input).value = str(out)
+        await pilot.press("enter")
+        for _ in range(400):
+            node.now += 1.0  # the engine's clock moves on between samples
+            await pilot.pause(0.02)
+            if app.feed.writer.lines >= 3:
+                break
+        assert f"● REC {out}" in _header(app)
+        await pilot.press("r")
+        await _settle(app, pilot)
+        assert "REC" not in _header(app)
+        assert any("Recording ended" == n.title for n in app._notifications)
+    with RecordingReader(str(out)) as r:
+        assert r.header.node == "fixture-node"
+        kept = list(r.snapshots())
+    assert len(kept) >= 3
+    assert all(s.node.name == "fixture-node" for s in kept)
+
+
+def test_r_into_a_missing_directory_says_why_and_goes_on(tmp_path):
+    asyncio.run(_r_missing(tmp_path))
+
+
+async def _r_missing(tmp_path):
+    from textual.widgets import Input
+
+    from kepler_top.tui.app import KeplerTopApp, LiveFeed
+
+    node = FixtureNode(tmp_path)
+    app = KeplerTopApp(LiveFeed(node.engine), interval_s=0.05)
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(tmp_path / "no" / "such" / "dir" / "r.jsonl")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("cannot create" in n.message for n in app._notifications)
+        assert isinstance(app.feed, LiveFeed)
