@@ -45,9 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(slots=True)
 class _Row:
-    """One workload's running figures; ``base``/``last`` are cumulative joules."""
+    """One workload's running figures; ``base``/``last`` are cumulative joules.
 
-    labels: dict[str, Any]
+    ``item`` is the workload's latest entry in a snapshot: its names are read from it at the
+    end (a pod's name may become known partway through).
+    """
+
+    item: dict[str, Any]
     base: float
     last: float
     state: str = "running"
@@ -65,36 +69,25 @@ class _Row:
         self.base = self.last = joules
 
 
-def _namespace(doc):
-    for ns in doc.get("namespaces", ()):
-        yield ns["name"], {"namespace": ns["name"]}, ns
+def _process_key(p: dict[str, Any]) -> tuple:
+    # Limitation: the snapshot carries no start time, so a process is (pid, comm, exe); a
+    # reused PID is told apart only when its count restarts lower or the old one is seen
+    # ending, which catches every case but a new process that in its first interval uses
+    # more than the old one did in its whole life.
+    return (p["pid"], p["comm"], p.get("exe"))
 
 
-def _pod(doc):
-    for p in doc.get("pods", ()):
-        yield p["uid"], {"uid": p["uid"], "namespace": p.get("namespace"),
-                         "name": p.get("name")}, p
-
-
-def _container(doc):
-    for c in doc.get("containers", ()):
-        yield c["id"], {"id": c["id"], "name": c.get("name"), "pod_uid": c.get("pod_uid"),
-                        "runtime": c.get("runtime")}, c
-
-
-def _process(doc):
-    for p in doc.get("processes", ()):
-        # Limitation: the snapshot carries no start time, so a process is (pid, comm, exe); a
-        # reused PID is told apart only when its count restarts lower or the old one is seen
-        # ending, which catches every case but a new process that in its first interval uses
-        # more than the old one did in its whole life.
-        key = (p["pid"], p["comm"], p.get("exe"))
-        yield key, {"pid": p["pid"], "comm": p["comm"], "exe": p.get("exe"),
-                    "container_id": p.get("container_id")}, p
-
-
-_ENTRIES: dict[str, Callable[[dict], Iterable[tuple[Any, dict, dict]]]] = {
-    "namespace": _namespace, "pod": _pod, "container": _container, "process": _process,
+# Per level: the snapshot's list, the key of an entry, and the names a report shows.
+_LEVELS: dict[str, tuple[str, Callable[[dict], Any], Callable[[dict], dict]]] = {
+    "namespace": ("namespaces", lambda n: n["name"], lambda n: {"namespace": n["name"]}),
+    "pod": ("pods", lambda p: p["uid"],
+            lambda p: {"uid": p["uid"], "namespace": p.get("namespace"), "name": p.get("name")}),
+    "container": ("containers", lambda c: c["id"],
+                  lambda c: {"id": c["id"], "name": c.get("name"), "pod_uid": c.get("pod_uid"),
+                             "runtime": c.get("runtime")}),
+    "process": ("processes", _process_key,
+                lambda p: {"pid": p["pid"], "comm": p["comm"], "exe": p.get("exe"),
+                           "container_id": p.get("container_id")}),
 }
 
 
@@ -131,7 +124,7 @@ class Reporter:
         self.totals = Totals(by=by)
         self.start = start
         self.end = end
-        self._entries = _ENTRIES[by]
+        self._list, self._key, _ = _LEVELS[by]
         self._seen_first = False
         self._prev_stamp: str | None = None  # the window's intervals begin at this snapshot
 
@@ -154,9 +147,8 @@ class Reporter:
         t.estimated = t.estimated or bool(node.get("estimated"))
         for which in ("joules", "active_joules"):
             if node.get(which) is not None:
-                watts = node.get(which.replace("joules", "watts"))
-                self._fold(t.node_rows, which, {}, node[which], watts, "running",
-                           counting, interval_s, reuse=False)
+                item = {"joules": node[which], "watts": node.get(which[:-6] + "watts")}
+                self._fold(t.node_rows, which, item, counting, interval_s, reuse=False)
         if counting:
             t.snapshots += 1
             t.seconds += interval_s
@@ -164,26 +156,33 @@ class Reporter:
             t.last = doc["timestamp"]
         self._prev_stamp = doc["timestamp"]
 
-        this: dict[Any, tuple[dict, dict]] = {}
-        for key, labels, item in self._entries(doc):
+        items = doc.get(self._list, ())
+        rows = t.rows
+        if t.by == "process":
             # The same key twice in one snapshot: a reused PID beside its ended forerunner;
             # the running one is the one that counts on.
-            if key not in this or item.get("state") != "terminated":
-                this[key] = (labels, item)
-        processes = self.totals.by == "process"
-        for key, (labels, item) in this.items():
-            state = item.get("state", "running")
-            self._fold(t.rows, key, labels, item["joules"], item.get("watts"), state,
-                       counting, interval_s, reuse=processes)
+            this: dict[Any, dict] = {}
+            for item in items:
+                key = self._key(item)
+                if key not in this or item.get("state") != "terminated":
+                    this[key] = item
+            for key, item in this.items():
+                self._fold(rows, key, item, counting, interval_s, reuse=True)
+        else:
+            key_of = self._key
+            for item in items:
+                self._fold(rows, key_of(item), item, counting, interval_s, reuse=False)
         return True
 
     @staticmethod
-    def _fold(rows, key, labels, joules, watts, state, counting, interval_s, *, reuse) -> None:
+    def _fold(rows, key, item, counting, interval_s, *, reuse) -> None:
+        joules = item["joules"]
+        state = item.get("state", "running")
         row = rows.get(key)
         if row is None:
             # First seen inside the window: its count began there, so all of it is the
             # window's. Outside the window (or in a baseline), it is the starting point.
-            rows[key] = row = _Row(labels, 0.0 if counting else joules, joules, state)
+            rows[key] = row = _Row(item, 0.0 if counting else joules, joules, state)
         elif reuse and state == "terminated":
             # An ended process keeps its last count; nothing new to add.
             row.state = state
@@ -195,10 +194,10 @@ class Reporter:
             row.last = joules
         else:
             row.base = row.last = joules
-        if labels:
-            row.labels = labels
+        row.item = item
         row.state = state
         if counting:
+            watts = item.get("watts")
             if watts is not None and (row.peak_watts is None or watts > row.peak_watts):
                 row.peak_watts = watts
             if state == "running":
@@ -241,6 +240,7 @@ def _moment(flag: str, text: str | None, anchor: datetime) -> datetime | None:
 def as_dict(t: Totals, path: str) -> dict[str, Any]:
     """The report as a JSON document; joules unrounded, as the recording holds them."""
     node_j = t.node_joules()
+    names = _LEVELS[t.by][2]
     rows = sorted(t.rows.values(), key=lambda r: -r.joules)
     return {
         "file": path, "node": t.node, "source": t.source, "estimated": t.estimated,
@@ -253,7 +253,7 @@ def as_dict(t: Totals, path: str) -> dict[str, Any]:
             "peak_watts": t.node_rows["joules"].peak_watts if "joules" in t.node_rows else None,
         },
         "workloads": [
-            {**r.labels, "state": r.state, "joules": r.joules, "wh": _wh(r.joules),
+            {**names(r.item), "state": r.state, "joules": r.joules, "wh": _wh(r.joules),
              "avg_watts": r.joules / r.running_s if r.running_s else None,
              "peak_watts": r.peak_watts,
              "share": r.joules / node_j if node_j else None}

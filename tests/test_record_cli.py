@@ -63,15 +63,17 @@ def test_count_writes_header_and_n_snapshots(tmp_path):
     assert len(snaps) == 3 and snaps[0].interval_seconds == 0.0
 
 
-@pytest.mark.parametrize("name", ["r.jsonl", "r.jsonl.gz"])
-def test_sigterm_after_three_samples_leaves_exactly_three(tmp_path, name):
+@pytest.mark.parametrize("name, sig", [("r.jsonl", signal.SIGTERM),
+                                       ("r.jsonl.gz", signal.SIGTERM),
+                                       ("r.jsonl", signal.SIGINT)])
+def test_sigterm_after_three_samples_leaves_exactly_three(tmp_path, name, sig):
     out = tmp_path / name
     proc = _record(out, "--interval", "2")
     _wait_for(out, 3, proc)
     # Freeze the recorder so the count read and the signal see the same file.
     proc.send_signal(signal.SIGSTOP)
     seen, partial = _lines(out)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 0, err

@@ -1,4 +1,4 @@
-"""The recording format: whole lines on disk, a reader that survives crashes and refuses strangers."""
+"""The recording format: whole lines on disk; a reader that survives crashes, refuses strangers."""
 
 from __future__ import annotations
 
