@@ -42,6 +42,8 @@ def _seconds(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="the recording to create (must not exist; .gz for gzip)")
+    parser.add_argument("--append", action="store_true",
+                        help="add to FILE if it is already a recording of this node")
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--count", type=_positive_int, metavar="N",
                       help="stop after N snapshots (the first is the baseline, all zeros)")
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-o -: a recording must be a file", "give a file name")
     engine = make_engine(args, default_interval=DEFAULT_INTERVAL_S)
     interval_s = args.interval
-    writer = RecordingWriter(args.output, node=engine.node_name, source=engine.source)
+    writer = RecordingWriter(args.output, node=engine.node_name, source=engine.source,
+                             append=args.append)
     progress = _Progress()
     start = time.monotonic()
     deadline = start + args.duration if args.duration is not None else math.inf

@@ -87,25 +87,34 @@ class RecordingWriter:
     """
 
     def __init__(self, path: str, *, node: str | None, source: str | None,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, append: bool = False) -> None:
         self.path = path
         self.fsync = fsync
         self.lines = 0  # snapshot lines written (the header not counted)
         self.gzip = is_gzip_name(path)
+        self._fd = -1
+        if append and os.path.exists(path):
+            self.header, self.bytes = _ready_to_append(path, node)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        else:
+            self.header = Header(node=node, source=source, started=now_rfc3339())
+            self.bytes = 0  # bytes on disk, all of them whole lines (or sync-flushed gzip)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(path, flags, 0o644)
         except FileExistsError:
             raise RecordingError(f"{path} already exists",
-                                 "choose another name, or remove the file first") from None
+                                 "choose another name, append to it (--append), or remove it"
+                                 ) from None
         except OSError as e:
             raise RecordingError(f"cannot create {path}: {e.strerror}",
                                  "give a path in a directory that exists and is writable"
                                  ) from None
         self._ident = _identity(os.fstat(self._fd))
+        # Appending to gzip starts a new gzip member: concatenated members are one gzip file.
         self._zip = zlib.compressobj(6, zlib.DEFLATED, 31) if self.gzip else None
-        self.bytes = 0  # bytes on disk, all of them whole lines (or sync-flushed gzip)
-        self.header = Header(node=node, source=source, started=now_rfc3339())
-        self._put(self.header.to_dict(), count=False)
+        if not (flags & os.O_APPEND):
+            self._put(self.header.to_dict(), count=False)
 
     def write(self, snap: Snapshot | dict[str, Any]) -> None:
         """Append one snapshot (or its document) as one line, durable when this returns."""
@@ -191,6 +200,50 @@ class RecordingWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ready_to_append(path: str, node: str | None) -> tuple[Header, int]:
+    """Check that a recording can take more lines; return its header and size.
+
+    A plain file that ends in a line cut short is cut back to its last whole line first (a
+    reader would drop that line anyway). A gzip file cut short is refused: lines appended
+    after its torn end could not be read.
+    """
+    problems: list[str] = []
+    with RecordingReader(path, warn=problems.append) as reader:
+        for _ in reader._lines:
+            pass
+        header = reader.header
+    if is_gzip_name(path) and problems:
+        raise RecordingError(f"{path} was cut short ({problems[0]})",
+                             "record to a new file; this one still reads up to its end")
+    if node is not None and header.node not in (None, node):
+        raise RecordingError(f"{path} records node {header.node}, not {node}",
+                             "record this node to another file")
+    if not is_gzip_name(path):
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            keep = size
+            while keep > 0:
+                f.seek(max(0, keep - _CHUNK))
+                block = f.read(keep - max(0, keep - _CHUNK))
+                at = block.rfind(b"\n")
+                if at >= 0:
+                    keep = keep - len(block) + at + 1
+                    break
+                keep = max(0, keep - _CHUNK)
+            if keep != size:
+                f.seek(keep)
+                try:
+                    json.loads(f.read())
+                except ValueError:
+                    log.warning("%s: dropping a last line cut short before appending", path)
+                    f.truncate(keep)
+                else:
+                    # Whole but for its newline (a crash between the two): keep it.
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"\n")
+    return header, os.path.getsize(path)
 
 
 def _identity(st: os.stat_result) -> tuple[int, int]:

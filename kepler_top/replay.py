@@ -34,7 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from kepler_top.tui.replay_feed import ReplayFeed
 
     problems: list[str] = []
-    feed = ReplayFeed(args.file, speed=args.speed, warn=problems.append)
+    app: ReplayApp | None = None
+
+    def warn(text: str) -> None:
+        # Problems in the file are said once more on stderr after the TUI closes.
+        problems.append(text)
+        if app is not None and app.is_running:
+            app.call_from_thread(app.notify, text, title="Recording", severity="warning")
+
+    feed = ReplayFeed(args.file, speed=args.speed, warn=warn)
     app = ReplayApp(feed, view=args.view)
     try:
         app.run()

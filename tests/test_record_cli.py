@@ -222,3 +222,18 @@ def test_duration_stops_with_a_last_sample_at_the_end(tmp_path):
     with RecordingReader(str(tmp_path / "d.jsonl")) as r:
         snaps = list(r.snapshots())
     assert len(snaps) == 4
+
+
+def test_append_continues_a_recording_and_report_adds_both_runs(tmp_path):
+    out = tmp_path / "a.jsonl"
+    for extra in ([], ["--append"]):
+        proc = _record(out, "--count", "2", "--interval", "0.05", *extra)
+        _, err = proc.communicate(timeout=PATIENCE_S)
+        assert proc.returncode == 0, err
+    with RecordingReader(str(out)) as r:
+        snaps = list(r.snapshots())
+    assert [s.interval_seconds == 0 for s in snaps] == [True, False, True, False]
+    assert report(str(out), by="pod").snapshots == 2
+    proc = _record(out, "--count", "1")
+    _, err = proc.communicate(timeout=PATIENCE_S)
+    assert proc.returncode == 1 and "already exists" in err and "--append" in err

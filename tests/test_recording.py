@@ -154,3 +154,39 @@ def test_vanished_directory_is_an_error_at_the_next_line(tmp_path, snaps):
     with pytest.raises(RecordingError, match="was removed"):
         w.write(snaps[1])
     w.close()
+
+
+@pytest.mark.parametrize("name", ["run.jsonl", "run.jsonl.gz"])
+def test_append_adds_lines_under_the_same_header(tmp_path, snaps, name):
+    path = tmp_path / name
+    _write(path, snaps[:3])
+    with RecordingWriter(str(path), node="fixture-node", source="rapl-sysfs", append=True) as w:
+        for s in snaps[3:]:
+            w.write(s)
+    header, back, warnings = _read_all(path)
+    assert [s.to_dict() for s in back] == [s.to_dict() for s in snaps]
+    assert warnings == [] and header.node == "fixture-node"
+
+
+@pytest.mark.parametrize("cut, kept", [(-1, 3), (-9, 2)])
+def test_append_after_a_crash_keeps_every_whole_line(tmp_path, snaps, cut, kept):
+    path = tmp_path / "run.jsonl"
+    _write(path, snaps[:3])
+    # -1: only the newline lost (the line is whole); -9: the line itself cut short.
+    path.write_bytes(path.read_bytes()[:cut])
+    with RecordingWriter(str(path), node="fixture-node", source="rapl-sysfs", append=True) as w:
+        w.write(snaps[3])
+    _, back, warnings = _read_all(path)
+    assert [s.timestamp for s in back] == [s.timestamp for s in snaps[:kept]] + [snaps[3].timestamp]
+    assert warnings == []
+
+
+def test_append_to_a_torn_gzip_or_another_node_is_refused(tmp_path, snaps):
+    path = tmp_path / "run.jsonl.gz"
+    _write(path, snaps[:3], close=False)
+    with pytest.raises(RecordingError, match="was cut short"):
+        RecordingWriter(str(path), node="fixture-node", source="rapl-sysfs", append=True)
+    other = tmp_path / "other.jsonl"
+    _write(other, snaps[:1])
+    with pytest.raises(RecordingError, match="records node fixture-node, not web-3"):
+        RecordingWriter(str(other), node="web-3", source="rapl-sysfs", append=True)

@@ -18,9 +18,6 @@ from kepler_top.tui.app import KeplerTopApp
 from kepler_top.tui.replay_feed import ReplayFeed
 from kepler_top.tui.table import WorkloadTable
 
-REPLAY_HELP = "space pause  . step  g jump to a time  + faster  - slower"
-
-
 class JumpScreen(ModalScreen[str | None]):
     """Asks for the time to jump to."""
 
@@ -97,10 +94,6 @@ class ReplayApp(KeplerTopApp):
         if self.paused or delay is None or self.feed.ended:
             return
         self._timer = self.set_timer(delay / self.feed.speed, lambda: self._load(self.feed.next))
-
-    def render_snapshot(self) -> None:
-        super().render_snapshot()
-        self.sub_title = REPLAY_HELP
 
     def action_pause(self) -> None:
         self.paused = not self.paused
