@@ -70,19 +70,21 @@ class _Stop:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+        # Raised at most once a sleep, and only while ``sleeping`` is set, which is only ever
+        # inside the try below: a signal during a write just sets the flag.
         if self.sleeping:
+            self.sleeping = False
             raise _Wake
 
     def sleep(self, seconds: float) -> None:
         if seconds <= 0 or self.requested:
             return
-        self.sleeping = True
         try:
+            self.sleeping = True
             time.sleep(seconds)
+            self.sleeping = False
         except _Wake:
             pass
-        finally:
-            self.sleeping = False
 
 
 class _Progress:

@@ -197,3 +197,32 @@ async def _r_missing(tmp_path):
         await pilot.pause()
         assert any("cannot create" in n.message for n in app._notifications)
         assert isinstance(app.feed, LiveFeed)
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "cannot open"),
+    (b'{"format": "kepler-top-recording", "version": 9}\n', "version 9"),
+])
+def test_replay_of_a_bad_file_is_one_line_exit_1(tmp_path, capsys, content, says):
+    from kepler_top.cli import main
+
+    path = tmp_path / "x.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["replay", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kepler-top: error: ") and says in err and str(path) in err
+    assert err.count("\n") == 1
+
+
+def test_replay_of_a_header_only_file_says_it_holds_nothing(tmp_path):
+    asyncio.run(_header_only(tmp_path))
+
+
+async def _header_only(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    RecordingWriter(str(path), node="n", source="estimator").close()
+    app = ReplayApp(ReplayFeed(str(path)))
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        assert any("holds no snapshots" in n.message for n in app._notifications)

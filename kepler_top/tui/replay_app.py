@@ -84,6 +84,9 @@ class ReplayApp(KeplerTopApp):
     def _show(self, snap: Snapshot | None, delay: float | None) -> None:
         if snap is not None:
             self.snapshot = snap
+        elif self.snapshot is None:
+            self.notify(f"{self.feed.path} holds no snapshots", title="Replay",
+                        severity="warning", timeout=30)
         self.render_snapshot()
         self._schedule(delay)
 
