@@ -22,7 +22,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from kepler_top.errors import KeplerTopError
@@ -444,14 +444,10 @@ def parse_moment(text: str, *, start: datetime) -> datetime:
     text = text.strip()
     m = _DURATION.match(text)
     if m:
-        from datetime import timedelta
-
         return start + timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
     if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?", text):
-        from datetime import time as dtime, timedelta
-
         parts = [float(p) for p in text.split(":")]
-        clock = dtime(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
+        clock = time(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
         when = datetime.combine(start.date(), clock, tzinfo=timezone.utc)
         if when < start - timedelta(seconds=1):
             when += timedelta(days=1)

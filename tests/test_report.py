@@ -93,8 +93,24 @@ def test_window_counts_only_intervals_ending_inside_it(tmp_path, capsys, snaps):
 
 def test_relative_window_from_the_start(tmp_path, capsys, snaps):
     path = _record(tmp_path / "run.jsonl", snaps)
-    a = _report(capsys, path, "--from", "+0s", "--to", "+10s")
-    assert a["snapshots"] >= 1 and a["seconds"] <= 10.0
+    doc = _report(capsys, path, "--from", "+0s", "--to", "+10s")
+    assert (doc["snapshots"], doc["seconds"]) == (2, 10.0)
+    assert {w["uid"]: w["joules"] for w in doc["workloads"]} == {
+        p.uid: p.joules for p in snaps[2].pods}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("23:59:30", "2025-11-24T23:59:30Z"),
+    ("00:10", "2025-11-25T00:10:00Z"),  # earlier than the start: the next day
+    ("+1.5h", "2025-11-24T13:30:00Z"),
+    ("+90", "2025-11-24T12:01:30Z"),
+    ("2025-11-24T23:00:00+01:00", "2025-11-24T22:00:00Z"),
+])
+def test_moments_count_from_the_recording(text, expected):
+    from kepler_top.recording import parse_moment, parse_time
+
+    start = parse_time("2025-11-24T12:00:00Z")
+    assert parse_moment(text, start=start) == parse_time(expected)
 
 
 def test_a_second_run_appended_adds_to_the_first(tmp_path, capsys, snaps):
