@@ -17,6 +17,9 @@ PROG = "kepler-top"
 
 # Subcommands: name -> module with add_arguments(parser), run(args) -> int and HELP.
 SUBCOMMANDS: dict[str, str] = {
+    "record": "kepler_top.record",
+    "replay": "kepler_top.replay",
+    "report": "kepler_top.report",
     "doctor": "kepler_top.doctor",
 }
 

@@ -40,6 +40,7 @@ class KeplerTopApp(App[int]):
         Binding("tab", "cycle(1)", "Next view", show=False),
         Binding("shift+tab", "cycle(-1)", "Previous view", show=False),
         Binding("p", "pause", "Pause"),
+        Binding("r", "record", "Record"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -115,3 +116,9 @@ class KeplerTopApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_record(self) -> None:
+        """Start recording the snapshots to a file (asks its name), or stop."""
+        from kepler_top.tui.recorder import toggle_recording
+
+        toggle_recording(self)

@@ -1,0 +1,174 @@
+"""report: energy per workload over a recording, equal to the recorded cumulative joules."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from kepler_top.cli import main
+from kepler_top.recording import RecordingWriter
+from recording_support import TICKS, FixtureNode, scripted_run
+
+
+@pytest.fixture(scope="module")
+def snaps(tmp_path_factory):
+    return scripted_run(FixtureNode(tmp_path_factory.mktemp("node")))
+
+
+def _record(path, *runs):
+    with RecordingWriter(str(path), node="fixture-node", source="rapl-sysfs") as w:
+        for run in runs:
+            for s in run:
+                w.write(s)
+    return str(path)
+
+
+def _report(capsys, *argv):
+    assert main(["report", *argv, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+KEYS = {
+    "pod": lambda w: w["uid"], "namespace": lambda w: w["namespace"],
+    "container": lambda w: w["id"], "process": lambda w: (w["pid"], w["comm"]),
+}
+LISTS = {
+    "pod": lambda s: {p.uid: p.joules for p in s.pods},
+    "namespace": lambda s: {n.name: n.joules for n in s.namespaces},
+    "container": lambda s: {c.id: c.joules for c in s.containers},
+    "process": lambda s: {(p.pid, p.comm): p.joules for p in s.processes},
+}
+
+
+def _last_joules(snaps, level, *, before=None):
+    """Each workload's cumulative joules in the last snapshot that lists it."""
+    out = {}
+    for s in snaps:
+        out.update(LISTS[level](s))
+    return out
+
+
+@pytest.mark.parametrize("name", ["run.jsonl", "run.jsonl.gz"])
+@pytest.mark.parametrize("level", ["pod", "namespace", "container", "process"])
+def test_round_trip_totals_equal_recorded_joules_exactly(tmp_path, capsys, snaps, level, name):
+    doc = _report(capsys, _record(tmp_path / name, snaps), "--by", level)
+    got = {KEYS[level](w): w["joules"] for w in doc["workloads"]}
+    assert got == _last_joules(snaps, level)
+    assert doc["node_energy"]["joules"] == snaps[-1].node.joules
+    assert doc["node_energy"]["active_joules"] == snaps[-1].node.active_joules
+    assert doc["seconds"] == sum(s.interval_seconds for s in snaps)
+    assert doc["snapshots"] == len(snaps) - 1
+
+
+def test_terminated_workloads_are_in_the_report(tmp_path, capsys, snaps):
+    doc = _report(capsys, _record(tmp_path / "run.jsonl", snaps), "--by", "pod")
+    states = {w["name"]: w["state"] for w in doc["workloads"]}
+    assert states == {"checkout-7f9c": "running", "cart-5d2a": "running",
+                      "nightly-x1": "terminated", "report-job-q7": "terminated"}
+    job = next(w for w in doc["workloads"] if w["name"] == "report-job-q7")
+    # It ran for two intervals of 5 s; its average is over the time it ran.
+    assert job["avg_watts"] == job["joules"] / 10.0
+    assert job["peak_watts"] == max(p.watts for s in snaps for p in s.pods
+                                    if p.name == "report-job-q7")
+    assert job["wh"] == job["joules"] / 3600
+    assert job["share"] == job["joules"] / snaps[-1].node.joules
+
+
+def test_window_counts_only_intervals_ending_inside_it(tmp_path, capsys, snaps):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    # Snapshots 3..5 (16:00:15 .. 16:00:25): the base is each pod's joules at 16:00:10.
+    doc = _report(capsys, path, "--by", "pod", "--from", "2025-11-24T16:00:15Z",
+                  "--to", "16:00:25")
+    before = {p.uid: p.joules for p in snaps[2].pods}
+    after = {p.uid: p.joules for p in snaps[5].pods}
+    assert {w["uid"]: w["joules"] for w in doc["workloads"]} == {
+        uid: j - before.get(uid, 0.0) for uid, j in after.items()}
+    assert doc["from"] == snaps[2].timestamp and doc["to"] == snaps[5].timestamp
+    assert doc["node_energy"]["joules"] == snaps[5].node.joules - snaps[2].node.joules
+    assert doc["seconds"] == 15.0
+
+
+def test_relative_window_from_the_start(tmp_path, capsys, snaps):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    doc = _report(capsys, path, "--from", "+0s", "--to", "+10s")
+    assert (doc["snapshots"], doc["seconds"]) == (2, 10.0)
+    assert {w["uid"]: w["joules"] for w in doc["workloads"]} == {
+        p.uid: p.joules for p in snaps[2].pods}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("23:59:30", "2025-11-24T23:59:30Z"),
+    ("00:10", "2025-11-25T00:10:00Z"),  # earlier than the start: the next day
+    ("+1.5h", "2025-11-24T13:30:00Z"),
+    ("+90", "2025-11-24T12:01:30Z"),
+    ("2025-11-24T23:00:00+01:00", "2025-11-24T22:00:00Z"),
+])
+def test_moments_count_from_the_recording(text, expected):
+    from kepler_top.recording import parse_moment, parse_time
+
+    start = parse_time("2025-11-24T12:00:00Z")
+    assert parse_moment(text, start=start) == parse_time(expected)
+
+
+def test_a_second_run_appended_adds_to_the_first(tmp_path, capsys, snaps):
+    second = scripted_run(FixtureNode(tmp_path / "again"))
+    doc = _report(capsys, _record(tmp_path / "two.jsonl", snaps, second), "--by", "pod")
+    first_j = {p.uid: p.joules for s in snaps for p in s.pods}
+    second_j = {p.uid: p.joules for s in second for p in s.pods}
+    assert {w["uid"]: w["joules"] for w in doc["workloads"]} == {
+        uid: first_j[uid] + second_j[uid] for uid in first_j}
+    assert doc["node_energy"]["joules"] == snaps[-1].node.joules + second[-1].node.joules
+
+
+def test_reused_pid_counts_both_processes(tmp_path, capsys):
+    node = FixtureNode(tmp_path)
+    snaps = [node.sample(), node.step(5, package_j=10, core_j=5, ticks={104: 40, 101: 10})]
+    old = next(p for p in snaps[-1].processes if p.pid == 104)
+    # sshd (104) exits and a new sshd is given the same PID within one interval.
+    # Its CPU time starts from nothing, and it started within the coming interval.
+    node._set_stat(104, add_ticks=-140, start=int(1006 * TICKS))
+    snaps.append(node.step(5, package_j=10, core_j=5, ticks={104: 5, 101: 10}))
+    new = next(p for p in snaps[-1].processes if p.pid == 104 and p.state == "running")
+    assert any(p.pid == 104 and p.state == "terminated" for p in snaps[-1].processes)
+    snaps.append(node.step(5, package_j=10, core_j=5, ticks={104: 5, 101: 10}))
+    newer = next(p for p in snaps[-1].processes if p.pid == 104 and p.state == "running")
+    doc = _report(capsys, _record(tmp_path / "r.jsonl", snaps), "--by", "process")
+    sshd = next(w for w in doc["workloads"] if w["pid"] == 104)
+    assert new.joules < old.joules
+    assert sshd["joules"] == old.joules + newer.joules
+
+
+def test_csv_and_table_carry_the_same_totals(tmp_path, capsys, snaps):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    assert main(["report", path, "--by", "namespace", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["level"] == "node"
+    assert float(rows[0]["joules"]) == snaps[-1].node.joules
+    assert {r["name"]: float(r["joules"]) for r in rows[1:]} == {
+        n.name: n.joules for n in snaps[-1].namespaces}
+    assert main(["report", path, "--by", "pod"]) == 0
+    table = capsys.readouterr().out
+    assert "node measured energy 79.0 J (0.0219 Wh)" in table
+    assert "nightly-x1" in table and "terminated" in table
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--from", "yesterday"], "--from 'yesterday' is not a time"),
+    (["--from", "16:00:20", "--to", "16:00:10"], "is before --from"),
+])
+def test_bad_window_is_one_line_exit_2(tmp_path, capsys, snaps, argv, says):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    assert main(["report", path, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kepler-top: error: ") and says in err and err.count("\n") == 1
+
+
+def test_unknown_recording_is_one_line_exit_1(tmp_path, capsys):
+    path = tmp_path / "future.jsonl"
+    path.write_text('{"format": "kepler-top-recording", "version": 7}\n')
+    assert main(["report", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "version 7" in err
