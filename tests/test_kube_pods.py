@@ -153,5 +153,4 @@ def test_primary_source_wins_and_fallback_fills_gaps():
     meta = KubeMetadata([primary, fallback])
     assert meta.pod("5d4c3b2a-1f0e-4d9c-8b7a-695847362514").name == "web-0"
     assert meta.container_runtime(h("legacy/web-0/nginx")) == "docker"
-    assert meta.vm_name("2c3d4e5f-6a7b-4c8d-9e0f-a1b2c3d4e5f6") == "fedora"
     assert meta.pod("00000000-0000-4000-8000-000000000000") is None

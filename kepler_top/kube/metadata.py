@@ -85,11 +85,6 @@ class KubeMetadata:
                 return found[0].runtime
         return None
 
-    def vm_name(self, pod_uid: str) -> str | None:
-        """The KubeVirt VM a virt-launcher pod runs, from its ``kubevirt.io/domain`` label."""
-        rec = self.record(pod_uid)
-        return rec.vm_name if rec else None
-
 
 def open_metadata(
     *,

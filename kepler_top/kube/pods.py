@@ -21,8 +21,6 @@ _RUNTIMES = {"containerd": "containerd", "cri-o": "crio", "docker": "docker"}
 # the kubelet itself uses, and so the one in the pod's cgroup path.
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONFIG_HASH_ANNOTATION = "kubernetes.io/config.hash"
-# KubeVirt labels its virt-launcher pods with the VM (domain) they run.
-KUBEVIRT_DOMAIN_LABEL = "kubevirt.io/domain"
 
 _STATUS_LISTS = (
     ("containerStatuses", "container"),
@@ -48,7 +46,6 @@ class PodRecord:
         uid: the pod's UID, dashed and lower case.
         aliases: other UIDs the node knows the pod by (a static pod's kubelet UID).
         containers: container id (no runtime prefix) -> its reference.
-        vm_name: the KubeVirt domain a virt-launcher pod runs, else None.
     """
 
     uid: str
@@ -56,7 +53,6 @@ class PodRecord:
     name: str | None
     containers: Mapping[str, ContainerRef] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
-    vm_name: str | None = None
 
     @property
     def info(self) -> PodInfo:
@@ -110,14 +106,12 @@ def parse_pod(doc: Mapping[str, Any]) -> PodRecord | None:
         alias = annotations.get(key)
         if isinstance(alias, str) and alias and normalize_uid(alias) != normalize_uid(uid):
             aliases.append(normalize_uid(alias))
-    labels = meta.get("labels") or {}
     return PodRecord(
         uid=normalize_uid(uid),
         namespace=meta.get("namespace") or None,
         name=meta.get("name") or None,
         containers=containers,
         aliases=tuple(dict.fromkeys(aliases)),
-        vm_name=labels.get(KUBEVIRT_DOMAIN_LABEL) or None,
     )
 
 
@@ -254,8 +248,7 @@ def _with_previous(new: PodRecord, old: PodRecord | None) -> PodRecord:
         return new
     # Limitation: a crash-looping container keeps at most the ids of two earlier runs here.
     keep = dict(list(extra.items())[-2 * max(1, len(new.containers)):])
-    return PodRecord(new.uid, new.namespace, new.name, {**keep, **new.containers},
-                     new.aliases, new.vm_name)
+    return PodRecord(new.uid, new.namespace, new.name, {**keep, **new.containers}, new.aliases)
 
 
 def _build(records: Iterable[PodRecord], gone: Mapping[str, tuple[PodRecord, float]]) -> _State:
