@@ -68,7 +68,9 @@ def advance(proc: Path, step: int) -> None:
         if d.name.isdigit():
             write_process(proc, int(d.name), "", cpu_ticks=step * (1 + int(d.name) % 7))
     busy = 1000 + step * 4000
-    (proc / "stat").write_text(f"cpu  {busy} 0 0 {busy} 0 0 0 0 0 0\ncpu0 {busy} 0 0 {busy} 0 0 0 0\n")
+    (proc / "stat").write_text(
+        f"cpu  {busy} 0 0 {busy} 0 0 0 0 0 0\ncpu0 {busy} 0 0 {busy} 0 0 0 0\n"
+    )
 
 
 def timed(fn) -> float:

@@ -83,5 +83,5 @@ def test_wrong_token_is_401_and_names_the_rbac_fix(tmp_path, tls, caplog):
                             ca_file=cert)
         assert not src.poll_once()
     assert "401" in src.notices.current["kubelet"]
-    assert "nodes/proxy" in src.notices.current["kubelet"]
+    assert "nodes/pods" in src.notices.current["kubelet"]
     assert len(src.index) == 0

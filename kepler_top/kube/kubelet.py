@@ -83,7 +83,8 @@ class KubeletSource(SourceThread):
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=context) as r:
                 doc = json.loads(r.read())
         except urllib.error.HTTPError as e:
-            hint = ("grant get on nodes/proxy (README, 'RBAC')" if e.code in (401, 403)
+            hint = ("grant get on nodes/pods, or nodes/proxy before Kubernetes 1.33 "
+                    "(README, 'RBAC')" if e.code in (401, 403)
                     else "check --kubelet-url")
             self._problem(f"{self.url} answered {e.code} {e.reason}: {hint}")
             return False
