@@ -22,7 +22,8 @@ STAGING = "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
 STATIC = "c7c3e6c3a6b2c2e2dd1d8f5cb4e0e6f3"
 WEB = "5d4c3b2a-1f0e-4d9c-8b7a-695847362514"
 LAUNCHER = "2c3d4e5f-6a7b-4c8d-9e0f-a1b2c3d4e5f6"
-TICKS = {101: 100, 102: 50, 103: 30, 104: 20, 105: 40, 106: 10, 107: 10, 108: 200, 109: 100}
+TICKS = {101: 100, 102: 50, 103: 30, 104: 20, 105: 40, 106: 10, 107: 10, 108: 200, 109: 100,
+         111: 25}
 
 
 def h(text: str) -> str:
@@ -84,6 +85,10 @@ def test_snapshot_names_pods_containers_and_namespaces(node):
     assert containers[h("staging/checkout/app")] == ("checkout", "crio", STAGING)
     assert containers[h("legacy/web-0/nginx")] == ("nginx", "docker", WEB)
     assert containers[h("debug/toolbox/ephemeral")][0] == "debugger-x7k2p"
+    assert containers[h("shop/checkout/migrate")] == ("migrate", "containerd", CHECKOUT)
+    checkout = next(p for p in snap.pods if p.uid == CHECKOUT)
+    in_pod = [c.watts for c in snap.containers if c.pod_uid == CHECKOUT]
+    assert checkout.watts == pytest.approx(sum(in_pod)) and len(in_pod) == 3
     names = {ns.name for ns in snap.namespaces}
     assert names == {"shop", "shop-staging", "kube-system", "legacy", "debug", "vms"}
     assert_namespaces_sum_their_pods(snap)

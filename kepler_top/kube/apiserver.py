@@ -57,13 +57,13 @@ def _load(kubeconfig: str | None, cfg: client.Configuration) -> client.Configura
     try:
         config.load_incluster_config(client_configuration=cfg)
         return cfg
-    except ConfigException as in_cluster:
+    except ConfigException:
         # Read at call time: the client's own default is fixed when it is first imported.
         default = os.environ.get("KUBECONFIG") or "~/.kube/config"
         paths = [os.path.expanduser(p) for p in default.split(os.pathsep) if p]
         if not any(os.path.exists(p) for p in paths):
             raise ConfigUnavailable(
-                f"not running in a pod ({in_cluster}) and no kubeconfig at {default}"
+                f"not running in a pod, and no kubeconfig at {default}"
             ) from None
     config.load_kube_config(
         config_file=os.pathsep.join(paths), client_configuration=cfg, persist_config=False

@@ -112,8 +112,8 @@ def open_metadata(
         try:
             api_client = load_client(kubeconfig)
         except ConfigUnavailable as e:
-            notices.problem("apiserver", f"pod names: no API server to ask: {e}; "
-                            "give --kubeconfig FILE, or --pod-source kubelet")
+            notices.problem("apiserver", f"pod names: no API server to ask ({e}): showing "
+                            "pod UIDs; give --kubeconfig FILE, or --no-kube")
         else:
             index = PodIndex()
             indexes.append(index)
