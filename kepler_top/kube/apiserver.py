@@ -110,9 +110,12 @@ class ApiServerSource(SourceThread):
 
     @property
     def selector(self) -> str:
+        """The field selector that keeps the list and watch to this node's pods."""
         return f"spec.nodeName={self.node_name}"
 
     def run_forever(self) -> None:
+        """List, then watch until the watch must be listed again; wait by the backoff after
+        a failure."""
         while not self.stopping:
             try:
                 version = self.list_once()

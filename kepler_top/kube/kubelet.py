@@ -63,6 +63,7 @@ class KubeletSource(SourceThread):
         self.polls = 0  # successful polls, for tests
 
     def run_forever(self) -> None:
+        """Poll every ``poll_s``; after a failure, wait by the backoff instead."""
         while not self.stopping:
             wait = self.poll_s if self.poll_once() else self.backoff.next()
             if self.wait(wait):

@@ -84,6 +84,7 @@ class LogDirSource(SourceThread):
         self.index.replace_all(read_log_dirs(self.root))
 
     def run_forever(self) -> None:
+        """Read the folders every ``poll_s`` seconds."""
         while True:
             self.poll_once()
             if self.wait(self.poll_s):

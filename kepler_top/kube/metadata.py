@@ -39,6 +39,7 @@ class KubeMetadata:
         self.notices = notices or Notices()
 
     def start(self) -> KubeMetadata:
+        """Start the source threads; returns self."""
         for s in self.sources:
             s.start()
         return self

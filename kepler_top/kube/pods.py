@@ -56,6 +56,7 @@ class PodRecord:
 
     @property
     def info(self) -> PodInfo:
+        """The pod as the engine's ``Metadata.pod`` returns it."""
         return PodInfo(namespace=self.namespace, name=self.name)
 
 
@@ -246,7 +247,8 @@ def _with_previous(new: PodRecord, old: PodRecord | None) -> PodRecord:
     extra = {cid: ref for cid, ref in old.containers.items() if cid not in new.containers}
     if not extra:
         return new
-    # Limitation: a crash-looping container keeps at most the ids of two earlier runs here.
+    # Limitation: a pod keeps at most twice as many earlier container ids as it has
+    # containers; a crash-looping container's oldest runs lose their name.
     keep = dict(list(extra.items())[-2 * max(1, len(new.containers)):])
     return PodRecord(new.uid, new.namespace, new.name, {**keep, **new.containers}, new.aliases)
 

@@ -46,11 +46,13 @@ class Backoff:
         self._next = initial_s
 
     def next(self) -> float:
+        """Seconds to wait before the next attempt."""
         wait = self._next
         self._next = min(self.max_s, self._next * 2)
         return wait
 
     def reset(self) -> None:
+        """An attempt succeeded: the next wait is the shortest again."""
         self._next = self.initial_s
 
 
@@ -67,6 +69,7 @@ class SourceThread:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread (once)."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._main, name=f"kepler-top-{self.name}", daemon=True
@@ -74,6 +77,7 @@ class SourceThread:
             self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to end, unblock its read, and wait up to ``timeout_s`` for it."""
         self._stop.set()
         self._interrupt()
         if self._thread is not None:
@@ -81,9 +85,11 @@ class SourceThread:
 
     @property
     def stopping(self) -> bool:
+        """Whether ``stop()`` was called."""
         return self._stop.is_set()
 
     def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped first; True when stopped."""
         return self._stop.wait(seconds)
 
     def _interrupt(self) -> None:
@@ -96,4 +102,5 @@ class SourceThread:
             log.exception("pod source %s stopped", self.name)
 
     def run_forever(self) -> None:
+        """The source's loop; returns when ``stopping``."""
         raise NotImplementedError
