@@ -12,10 +12,11 @@ _CONTAINER = re.compile(
     r"^(?:(?P<prefix>cri-containerd|crio|docker|libpod|cri-dockerd)-)?"
     r"(?P<id>[0-9a-f]{64})(?:\.scope)?$"
 )
-# kubepods-burstable-pod<uid with _>.slice (systemd) or pod<uid> (cgroupfs).
+# kubepods-burstable-pod<uid with _>.slice (systemd) or pod<uid> (cgroupfs). A static pod's
+# UID is the kubelet's 32-hex hash of its manifest, not a dashed UUID.
 _POD = re.compile(
-    r"(?:^|-)pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
-    r"(?:\.slice)?$"
+    r"(?:^|-)pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
+    r"|[0-9a-f]{32})(?:\.slice)?$"
 )
 _RUNTIME_BY_PREFIX = {
     "cri-containerd": "containerd",

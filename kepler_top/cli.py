@@ -65,7 +65,20 @@ def add_common(parser: argparse.ArgumentParser, *, suppress: bool = False) -> No
     g.add_argument("--kubeconfig", default=d(None), metavar="FILE",
                    help="kubeconfig for pod names (default: in-cluster, then ~/.kube/config)")
     g.add_argument("--no-kube", action="store_true", default=d(False),
-                   help="do not ask a cluster for pod names")
+                   help="do not ask a cluster for pod names (same as --pod-source none)")
+    g.add_argument("--pod-source", default=d("apiserver"),
+                   choices=("apiserver", "kubelet", "none"),
+                   help="where pod names come from (default apiserver: a watch of this "
+                   "node's pods; kubelet: poll the kubelet's /pods)")
+    g.add_argument("--kubelet-url", default=d(None), metavar="URL",
+                   help="the kubelet for --pod-source kubelet (default https://127.0.0.1:10250)")
+    g.add_argument("--kubelet-ca", default=d(None), metavar="FILE",
+                   help="CA of the kubelet's certificate (default: the service account's)")
+    g.add_argument("--kubelet-insecure-tls", action="store_true", default=d(False),
+                   help="do not verify the kubelet's certificate")
+    g.add_argument("--pod-logs", default=d("/var/log"), metavar="DIR",
+                   help="the node's /var/log, whose pods/ folders name pods without a "
+                   "cluster (default /var/log; 'none' to skip)")
     g.add_argument("--model", default=d(None), metavar="FILE",
                    help="estimator model file (JSON; see README)")
     g.add_argument("--debug", action="store_true", default=d(False),
@@ -117,8 +130,23 @@ def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
 
 
 def make_metadata(args: argparse.Namespace):
-    """Pod and container names from the cluster; None until a pod source is built in."""
-    return None
+    """Pod and container names for these flags (started in the background), or None."""
+    import os
+    import socket
+
+    from kepler_top.kube import open_metadata
+
+    source = "none" if args.no_kube else args.pod_source
+    for flag, path in (("--kubeconfig", args.kubeconfig), ("--kubelet-ca", args.kubelet_ca)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path}: no such file", f"give an existing file for {flag}")
+    logs = None if args.pod_logs in ("", "none") else args.pod_logs
+    node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
+    return open_metadata(
+        pod_source=source, node_name=node, kubeconfig=args.kubeconfig,
+        kubelet_url=args.kubelet_url, kubelet_ca=args.kubelet_ca,
+        kubelet_insecure=args.kubelet_insecure_tls, log_root=logs,
+    )
 
 
 def run_once(args: argparse.Namespace) -> int:

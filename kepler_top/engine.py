@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
-from kepler_top import cgroup, procfs
+from kepler_top import cgroup, procfs, vms
 from kepler_top.backends.base import PowerSource, primary_zone
 from kepler_top.backends.estimator import LinearModel
 from kepler_top.snapshot import Node, NodeZone, Snapshot
@@ -26,7 +26,11 @@ __all__ = ["Engine", "Metadata", "PodInfo"]
 
 
 class Metadata(Protocol):
-    """Names from the cluster for what cgroup paths identify only by id."""
+    """Names from the cluster for what cgroup paths identify only by id.
+
+    An implementation may also offer ``container_runtime(container_id) -> str | None``
+    (``containerd``, ``crio``, ``docker``); it is used where the cgroup path does not say.
+    """
 
     def pod(self, uid: str) -> PodInfo | None: ...
 
@@ -223,14 +227,18 @@ class Engine:
         # another cgroup later keeps its first container (runtimes place a container's first
         # process before it runs, so this matters only for hand-moved processes).
         workload = cgroup.resolve(text)
+        exe = procfs.read_exe(self.procfs, st.pid)
+        vm = vms.detect(st.pid, st.comm, exe, lambda: procfs.read_cmdline(self.procfs, st.pid))
         return ProcState(
             pid=st.pid,
             start_ticks=st.start_ticks,
             cpu_ticks=st.cpu_ticks,
             comm=st.comm,
             state=st.state,
-            exe=procfs.read_exe(self.procfs, st.pid),
+            exe=exe,
             workload=workload,
+            vm_id=vm.id if vm else None,
+            vm=vm,
         )
 
     @staticmethod

@@ -125,6 +125,9 @@ class Namespace:
 
 @dataclass(frozen=True, slots=True)
 class VM:
+    """A guest; ``pod_uid`` (an addition to the contract) is the pod its hypervisor process
+    runs in (a KubeVirt virt-launcher pod), else None."""
+
     id: str
     name: str | None
     hypervisor: str | None
@@ -132,6 +135,7 @@ class VM:
     joules: float
     watts: float | None
     zones: Mapping[str, ZoneEnergy]
+    pod_uid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from kepler_top.cgroup import Workload
 from kepler_top.procfs import CLOCK_TICKS
-from kepler_top.snapshot import Container, Namespace, Pod, Process, ZoneEnergy
+from kepler_top.snapshot import VM, Container, Namespace, Pod, Process, ZoneEnergy
+from kepler_top.vms import VmInfo
 
 if TYPE_CHECKING:
     from kepler_top.engine import Metadata
@@ -42,6 +43,7 @@ class ProcState:
     exe: str | None
     workload: Workload
     vm_id: str | None = None
+    vm: VmInfo | None = None  # the guest, when this process is its hypervisor
     active: bool = False  # has used CPU since first seen; only such processes are listed
     cpu_seconds: float = 0.0
     joules: dict[str, float] = field(default_factory=dict)
@@ -96,6 +98,7 @@ class Aggregates:
         self._containers: dict[str, _Agg] = {}
         self._pods: dict[str, _Agg] = {}
         self._namespaces: dict[str | None, _Agg] = {}
+        self._vms: dict[str, _Agg] = {}
         self._primary: str | None = None
 
     def retire(self, recs: Iterable[ProcState], *, now: float) -> None:
@@ -133,7 +136,8 @@ class Aggregates:
                     rec.joules[z] = rec.joules.get(z, 0.0) + j
                 rec.cpu_seconds += ticks / CLOCK_TICKS
 
-        for agg in (*self._containers.values(), *self._pods.values(), *self._namespaces.values()):
+        levels = (self._containers, self._pods, self._namespaces, self._vms)
+        for agg in (a for level in levels for a in level.values()):
             agg.alive = False
             agg.interval = {}
         for rec in procs.values():
@@ -151,6 +155,8 @@ class Aggregates:
                 if p is None:
                     p = self._pods[w.pod_uid] = _Agg(w.pod_uid, {}, now)
                 p.alive, p.last_alive = True, now
+            if rec.vm is not None:
+                self._add_vm(rec, now)
         for c in self._containers.values():
             uid = c.attrs["pod_uid"]
             if uid and c.interval:
@@ -166,6 +172,9 @@ class Aggregates:
                 ns = self._namespaces[ns_name] = _Agg(ns_name, {}, now)
             if p.alive:
                 ns.alive, ns.last_alive = True, now
+            if "namespace" in p.attrs and p.attrs["namespace"] != ns_name:
+                self._move_namespace(p, self._namespaces.get(p.attrs["namespace"]), ns)
+            p.attrs["namespace"] = ns_name
             ns.add(p.interval)
 
         self._prune(now)
@@ -174,7 +183,39 @@ class Aggregates:
             "containers": self._container_list(metadata, known, zones, interval_s),
             "pods": self._pod_list(pod_info, known, zones, interval_s),
             "namespaces": self._namespace_list(interval_s),
+            "vms": self._vm_list(known, zones, interval_s),
         }
+
+    @staticmethod
+    def _move_namespace(pod: _Agg, old: _Agg | None, new: _Agg) -> None:
+        """A pod's namespace became known (or changed): its earlier energy moves with it, so
+        that a namespace always holds the sum of its pods' joules."""
+        for z, cum in pod.joules.items():
+            earlier = cum - pod.interval.get(z, 0.0)
+            if old is not None:
+                old.joules[z] = max(0.0, old.joules.get(z, 0.0) - earlier)
+            new.joules[z] = new.joules.get(z, 0.0) + earlier
+
+    def _add_vm(self, rec: ProcState, now: float) -> None:
+        vm = rec.vm
+        v = self._vms.get(vm.id)
+        if v is None:
+            attrs = {"name": vm.name, "hypervisor": vm.hypervisor,
+                     "pod_uid": rec.workload.pod_uid}
+            v = self._vms[vm.id] = _Agg(vm.id, attrs, now)
+        v.alive, v.last_alive = True, now
+        v.add(rec.interval)
+
+    def _vm_list(self, known, zones, interval_s) -> tuple[VM, ...]:
+        out = []
+        for vid, v in self._vms.items():
+            zmap, joules, watts = self._figures(v.joules, v.interval, known, zones, interval_s)
+            out.append(VM(
+                id=vid, name=v.attrs["name"], hypervisor=v.attrs["hypervisor"],
+                state=RUNNING if v.alive else TERMINATED, joules=joules,
+                watts=watts if v.alive else 0.0, zones=zmap, pod_uid=v.attrs["pod_uid"],
+            ))
+        return tuple(sorted(out, key=_rank))
 
     def _figures(self, cum, interval, known, zones, interval_s):
         zmap = _zone_figures(cum, interval, known, zones, interval_s)
@@ -199,9 +240,14 @@ class Aggregates:
         out = []
         for cid, c in self._containers.items():
             zmap, joules, watts = self._figures(c.joules, c.interval, known, zones, interval_s)
+            runtime = c.attrs["runtime"]
+            if runtime is None and metadata is not None:
+                # The cgroupfs driver's paths do not name the runtime; the pod status does.
+                lookup = getattr(metadata, "container_runtime", None)
+                runtime = lookup(cid) if lookup else None
             out.append(Container(
                 id=cid, name=metadata.container_name(cid) if metadata else None,
-                runtime=c.attrs["runtime"], pod_uid=c.attrs["pod_uid"],
+                runtime=runtime, pod_uid=c.attrs["pod_uid"],
                 state=RUNNING if c.alive else TERMINATED, cpu_seconds=c.cpu_seconds,
                 joules=joules, watts=watts if c.alive else 0.0, zones=zmap,
             ))
@@ -244,5 +290,5 @@ class Aggregates:
 
         p = self._primary
         keep(self._dead_procs, lambda v: v[1], lambda v: v[0].joules)
-        for level in (self._containers, self._pods, self._namespaces):
+        for level in (self._containers, self._pods, self._namespaces, self._vms):
             keep(level, lambda a: None if a.alive else a.last_alive, lambda a: a.joules.get(p, 0.0))

@@ -37,6 +37,7 @@ class KeplerTopApp(App[int]):
         Binding("2", "view('pods')", "Pods"),
         Binding("3", "view('containers')", "Containers"),
         Binding("4", "view('processes')", "Processes"),
+        Binding("5", "view('vms')", "VMs"),
         Binding("tab", "cycle(1)", "Next view", show=False),
         Binding("shift+tab", "cycle(-1)", "Previous view", show=False),
         Binding("p", "pause", "Pause"),
@@ -98,7 +99,7 @@ class KeplerTopApp(App[int]):
         count = len(list(view.rows(snap))) if snap is not None else 0
         self.query_one("#view-title", Static).update(
             f"{view.title} ({count}) by {unit} watts   "
-            "[dim]1 namespaces  2 pods  3 containers  4 processes[/dim]"
+            "[dim]1 namespaces  2 pods  3 containers  4 processes  5 vms[/dim]"
         )
         self.query_one(WorkloadTable).show(snap, view)
 

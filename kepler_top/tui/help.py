@@ -12,7 +12,7 @@ HELP_TEXT = """\
 [b]kepler-top[/b]: who burns the power on this node
 
 [b]Views[/b]
-  1  namespaces     2  pods     3  containers     4  processes
+  1  namespaces     2  pods     3  containers     4  processes     5  vms
   tab / shift+tab   next / previous view
 
 [b]Control[/b]

@@ -1,4 +1,4 @@
-"""The workload table: one view at a time (namespaces, pods, containers, processes)."""
+"""The workload table: one view at a time (namespaces, pods, containers, processes, VMs)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,15 @@ def _processes(snap: Snapshot):
                     _num(f"{p.cpu_seconds:.1f}"), *_figures(p, snap), p.exe or "-"], p
 
 
+def _vms(snap: Snapshot):
+    pods = {p.uid: p for p in snap.pods}
+    for v in snap.vms:
+        pod = pods.get(v.pod_uid) if v.pod_uid else None
+        pod_label = f"{pod.namespace}/{pod.name}" if pod and pod.name else short_id(v.pod_uid, 8)
+        yield f"vm:{v.id}", [v.name or "-", v.id, v.hypervisor or "-", pod_label, v.state,
+                             *_figures(v, snap)], v
+
+
 VIEWS: dict[str, View] = {
     "namespaces": View("namespaces", "Namespaces",
                        ("NAMESPACE", "PODS", "WATTS", "SHARE", "JOULES"), _namespaces),
@@ -79,6 +88,8 @@ VIEWS: dict[str, View] = {
     "processes": View("processes", "Processes",
                       ("PID", "COMM", "CONTAINER", "STATE", "CPU s", "WATTS", "SHARE", "JOULES",
                        "EXE"), _processes),
+    "vms": View("vms", "Virtual machines",
+                ("VM", "ID", "HYPERVISOR", "POD", "STATE", "WATTS", "SHARE", "JOULES"), _vms),
 }
 
 

@@ -1,0 +1,106 @@
+"""What every pod source shares: a background thread, backoff, and problems said once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+log = logging.getLogger("kepler_top.kube")
+
+
+class Notices:
+    """Says each problem once (a warning on the ``kepler_top.kube`` logger, which the command
+    line prints on stderr), and once that it has passed (info)."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def problem(self, key: str, message: str) -> None:
+        """Say ``message`` unless this problem (``key``) was already said and not cleared."""
+        with self._lock:
+            if key in self._said:
+                return
+            self._said[key] = message
+        log.warning("%s", message)
+
+    def clear(self, key: str, message: str) -> None:
+        """The problem ``key`` has passed: say ``message`` once if it had been said."""
+        with self._lock:
+            if key in self._said:
+                log.info("%s", message)
+                del self._said[key]
+
+    @property
+    def current(self) -> dict[str, str]:
+        """The problems said and not yet passed, by key."""
+        with self._lock:
+            return dict(self._said)
+
+
+class Backoff:
+    """Doubling waits between retries, from ``initial_s`` up to ``max_s``; reset on success."""
+
+    def __init__(self, initial_s: float = 1.0, max_s: float = 60.0) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self._next = initial_s
+
+    def next(self) -> float:
+        """Seconds to wait before the next attempt."""
+        wait = self._next
+        self._next = min(self.max_s, self._next * 2)
+        return wait
+
+    def reset(self) -> None:
+        """An attempt succeeded: the next wait is the shortest again."""
+        self._next = self.initial_s
+
+
+class SourceThread:
+    """A daemon thread running ``self.run_forever()`` until ``stop()``.
+
+    Subclasses wait with ``self.wait(seconds)``, which returns True when asked to stop.
+    """
+
+    name = "pods"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._main, name=f"kepler-top-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to end, unblock its read, and wait up to ``timeout_s`` for it."""
+        self._stop.set()
+        self._interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped first; True when stopped."""
+        return self._stop.wait(seconds)
+
+    def _interrupt(self) -> None:
+        """Unblock a read in progress (subclasses with long reads override)."""
+
+    def _main(self) -> None:
+        try:
+            self.run_forever()
+        except Exception:  # a bug here must not take the sampler down; say it and stop
+            log.exception("pod source %s stopped", self.name)
+
+    def run_forever(self) -> None:
+        """The source's loop; returns when ``stopping``."""
+        raise NotImplementedError

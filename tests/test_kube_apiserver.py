@@ -1,0 +1,185 @@
+"""The real kubernetes client against a pod API on loopback: list, watch, 410, drops, 403."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import socket
+
+import pytest
+
+from kepler_top.kube.apiserver import ApiServerSource, ConfigUnavailable, load_client
+from kepler_top.kube.pods import PodIndex
+from kepler_top.kube.worker import Backoff, Notices
+from kube_server import PodApiServer, fixture_pods, wait_for
+
+NODE = "node-a"
+
+
+def h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_pod(name: str, uid: str, container_id: str, namespace: str = "shop") -> dict:
+    pod = copy.deepcopy(next(p for p in fixture_pods() if p["metadata"]["name"] == "web-0"))
+    pod["metadata"].update(name=name, uid=uid, namespace=namespace)
+    pod["status"]["containerStatuses"][0]["containerID"] = container_id
+    return pod
+
+
+@pytest.fixture
+def api(tmp_path):
+    with PodApiServer(fixture_pods()) as server:
+        yield server
+
+
+@pytest.fixture
+def source_for(tmp_path):
+    started = []
+
+    def make(server: PodApiServer, **kwargs) -> ApiServerSource:
+        client = load_client(server.kubeconfig(tmp_path / "kubeconfig"))
+        src = ApiServerSource(PodIndex(), api_client=client, node_name=NODE,
+                              backoff=Backoff(0.05, 0.2), notices=Notices(), **kwargs)
+        started.append(src)
+        src.start()
+        return src
+
+    yield make
+    for src in started:
+        src.stop()
+
+
+def test_lists_only_this_nodes_pods_then_watches_from_the_lists_version(api, source_for):
+    src = source_for(api)
+    assert src.index.synced.wait(15)
+    assert src.index.pod("3f1c2a4e-8b7d-4c1e-9a55-0d2b6e7f8a91").name == "checkout-7f9c-x2"
+    assert src.index.pod("0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d") is None  # on node-b
+    assert wait_for(lambda: api.open_watches() == 1)
+    kinds = [(k, q) for k, q in api.requests]
+    assert kinds[0][0] == "list" and kinds[0][1]["fieldSelector"] == f"spec.nodeName={NODE}"
+    watch_query = kinds[1][1]
+    assert watch_query["fieldSelector"] == f"spec.nodeName={NODE}"
+    assert watch_query["resourceVersion"] == str(api.version)
+    assert watch_query["allowWatchBookmarks"] == "true"
+
+
+def test_watch_events_add_change_and_delete_pods(api, source_for):
+    src = source_for(api)
+    assert wait_for(lambda: api.open_watches() == 1)
+    late_uid = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"
+    api.add(new_pod("late-1", late_uid, "containerd://" + h("late/1")))
+    assert wait_for(lambda: src.index.pod(late_uid) is not None)
+    assert src.index.container(h("late/1"))[0].name == "nginx"
+
+    # The container restarts: a new id in the same pod, the old one in lastState.
+    restarted = copy.deepcopy(api.pods[late_uid])
+    status = restarted["status"]["containerStatuses"][0]
+    status["lastState"] = {"terminated": {"exitCode": 1, "containerID": status["containerID"]}}
+    status["containerID"] = "containerd://" + h("late/1-restarted")
+    status["restartCount"] = 1
+    api.modify(restarted)
+    assert wait_for(lambda: src.index.container(h("late/1-restarted")) is not None)
+    assert src.index.container(h("late/1"))[1] == late_uid
+
+    api.delete(late_uid)
+    assert wait_for(lambda: late_uid not in src.index._state.pods)
+    assert src.index.pod(late_uid).name == "late-1"  # kept for the rows still shown
+    assert src.lists == 1
+
+
+def test_bookmark_moves_the_version_the_watch_resumes_from(api, source_for):
+    src = source_for(api)
+    assert wait_for(lambda: api.open_watches() == 1)
+    mark = api.bookmark()
+    # Only the server's timeout ends this watch; then the client resumes, without a list.
+    assert wait_for(lambda: any(
+        w.bookmarks and not w.cond_events for w in api.watches if w.end is None))
+    api.end_watches()
+    assert wait_for(lambda: api.count("watch") == 2)
+    assert api.requests[-1][1]["resourceVersion"] == str(mark)
+    assert src.lists == 1
+
+
+def test_410_gone_forces_a_new_list(api, source_for):
+    src = source_for(api)
+    assert wait_for(lambda: api.open_watches() == 1)
+    with api.lock:  # a change the expired watch never delivers
+        api.pods.pop("5d4c3b2a-1f0e-4d9c-8b7a-695847362514")
+    api.expire()
+    assert wait_for(lambda: src.lists == 2)
+    assert wait_for(lambda: api.open_watches() == 1)
+    assert "5d4c3b2a-1f0e-4d9c-8b7a-695847362514" not in src.index._state.pods
+    uid = "e1e2e3e4-f5f6-4a7b-8c9d-0e1f2a3b4c5d"
+    api.add(new_pod("after-gone", uid, "cri-o://" + h("after-gone")))
+    assert wait_for(lambda: src.index.pod(uid) is not None)
+
+
+def test_a_watch_from_a_compacted_version_gets_410_and_relists(api, source_for):
+    api.compacted = api.version + 10_000  # every version the client can hold is too old
+    src = source_for(api)
+    assert wait_for(lambda: src.lists >= 2)
+    api.compacted = 0
+    assert src.index.pod("3f1c2a4e-8b7d-4c1e-9a55-0d2b6e7f8a91") is not None
+
+
+def test_dropped_connection_relists_and_keeps_watching(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    src = source_for(api)
+    assert wait_for(lambda: api.open_watches() == 1)
+    api.drop()
+    assert wait_for(lambda: src.lists == 2 and api.open_watches() == 1)
+    uid = "f0f1f2f3-a4a5-4b6b-8c7c-d8d9e0e1e2e3"
+    api.add(new_pod("after-drop", uid, "docker://" + h("after-drop"), namespace="legacy"))
+    assert wait_for(lambda: src.index.pod(uid) is not None)
+    assert any("connection dropped" in r.message for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_403_is_said_once_and_names_fill_in_once_allowed(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    api.forbidden = True
+    src = source_for(api)
+    assert wait_for(lambda: api.count("list") >= 3)
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "403" in warnings[0] and "get, list and watch on pods" in warnings[0]
+    assert src.index.pod("3f1c2a4e-8b7d-4c1e-9a55-0d2b6e7f8a91") is None
+
+    api.forbidden = False
+    assert src.index.synced.wait(15)
+    assert src.index.pod("3f1c2a4e-8b7d-4c1e-9a55-0d2b6e7f8a91").namespace == "shop"
+    assert wait_for(lambda: src.notices.current == {})
+    assert any("answers" in r.message for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_unreachable_api_server_is_said_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    with socket.socket() as s:  # a loopback port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = PodApiServer()
+    server.url = f"http://127.0.0.1:{port}"
+    client = load_client(server.kubeconfig(tmp_path / "kubeconfig"))
+    src = ApiServerSource(PodIndex(), api_client=client, node_name=NODE,
+                          backoff=Backoff(0.05, 0.1))
+    src.start()
+    try:
+        assert wait_for(lambda: src.backoff._next >= 0.1)
+        assert wait_for(lambda: caplog.records)
+    finally:
+        src.stop()
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0]
+
+
+def test_missing_cluster_config_says_why(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(ConfigUnavailable, match="no kubeconfig at"):
+        load_client(None)
+    bad = tmp_path / "bad-kubeconfig"
+    bad.write_text("this: [is not a kubeconfig")
+    with pytest.raises(ConfigUnavailable, match="cannot load"):
+        load_client(str(bad))
