@@ -121,8 +121,9 @@ def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
         source=args.source,
         node_name=args.node_name,
         model=args.model,
-        metadata=make_metadata(args),
     )
+    # Only once the power source is known to work: a failing run says one line, not two.
+    engine.metadata = make_metadata(args)
     if engine.source_notes:
         passed = "; ".join(engine.source_notes.values())
         print(f"{PROG}: source {engine.source} (passed over: {passed})", file=sys.stderr)
@@ -173,10 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A person at a terminal reads `kepler-top: warning: ...`; --debug adds time and module.
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.debug
+        else f"{PROG}: %(levelname)s: %(message)s",
     )
+    for level in (logging.WARNING, logging.ERROR, logging.INFO):
+        logging.addLevelName(level, logging.getLevelName(level).lower())
     try:
         if getattr(args, "run", None):
             return args.run(args)

@@ -46,7 +46,7 @@ def test_unreachable_api_server_is_said_once(tmp_path):
     server.url = f"http://127.0.0.1:{port}"
     r = run("--kubeconfig", server.kubeconfig(tmp_path / "kubeconfig"), "--interval", "1.5")
     assert r.returncode == 0, r.stderr
-    lines = [line for line in r.stderr.splitlines() if "WARNING" in line]
+    lines = [line for line in r.stderr.splitlines() if ": warning: " in line]
     assert len(lines) == 1 and f"cannot reach the API server at http://127.0.0.1:{port}" in (
         lines[0])
     assert "Traceback" not in r.stderr

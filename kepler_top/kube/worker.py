@@ -15,13 +15,13 @@ class Notices:
         self._said: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def problem(self, key: str, message: str) -> None:
+    def problem(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
         """Say ``message`` unless this problem (``key``) was already said and not cleared."""
         with self._lock:
             if key in self._said:
                 return
             self._said[key] = message
-        log.warning("%s", message)
+        log.log(level, "%s", message)
 
     def clear(self, key: str, message: str) -> None:
         """The problem ``key`` has passed: say ``message`` once if it had been said."""
