@@ -1,0 +1,214 @@
+"""Shared test helpers: fixture trees copied into tmp_path, a fake clock, and the contract's
+conservation rules as one assertion.
+
+A fixture tree is ``fixtures/<case>/proc`` and ``fixtures/<case>/sys``. Tests never change the
+committed tree: ``node_tree(case)`` copies it into ``tmp_path`` and returns a ``NodeTree`` whose
+methods rewrite the files that move between two samples (CPU ticks, uptime, energy counters).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import pytest
+
+from kepler_top.engine import Engine
+from kepler_top.snapshot import Snapshot
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+WALL_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a fixed wall time for timestamps
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 5000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def stat_line(
+    pid: int, comm: str, *, state: str = "S", ppid: int = 1, utime: int = 0, stime: int = 0,
+    start: int = 0,
+) -> str:
+    """A /proc/PID/stat line with the given fields and plausible values for the rest."""
+    fields = [state, ppid, pid, pid, 0, -1, 4194560, 100, 0, 0, 0, utime, stime, 0, 0, 20, 0,
+              1, 0, start, 12345678, 300] + [0] * 30
+    return f"{pid} ({comm}) " + " ".join(str(f) for f in fields) + "\n"
+
+
+class NodeTree:
+    """A fixture's /proc and /sys, copied somewhere writable.
+
+    Args:
+        root: the copy, holding ``proc/`` and ``sys/``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = root / "proc"
+        self.sys = root / "sys"
+
+    # -- /proc -------------------------------------------------------------------------------
+    def cpu_fields(self) -> list[int]:
+        line = (self.proc / "stat").read_text().splitlines()[0]
+        return [int(x) for x in line.split()[1:]]
+
+    def add_cpu(self, *, busy: int, idle: int, iowait: int = 0) -> None:
+        """Add ticks to the ``cpu`` line of /proc/stat (busy ones as user time)."""
+        lines = (self.proc / "stat").read_text().splitlines()
+        f = self.cpu_fields()
+        f[0] += busy
+        f[3] += idle
+        f[4] += iowait
+        lines[0] = "cpu  " + " ".join(str(x) for x in f)
+        (self.proc / "stat").write_text("\n".join(lines) + "\n")
+
+    def uptime(self) -> float:
+        return float((self.proc / "uptime").read_text().split()[0])
+
+    def set_uptime(self, seconds: float) -> None:
+        (self.proc / "uptime").write_text(f"{seconds:.2f} 1800.00\n")
+
+    def write_process(
+        self, pid: int, comm: str, *, cgroup: str = "0::/user.slice\n", **stat: object
+    ) -> None:
+        """Create (or replace) /proc/PID with a stat line, a cgroup file and comm."""
+        d = self.proc / str(pid)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stat").write_text(stat_line(pid, comm, **stat))  # type: ignore[arg-type]
+        (d / "cgroup").write_text(cgroup)
+        (d / "comm").write_text(comm + "\n")
+
+    def stat_fields(self, pid: int) -> tuple[str, list[str]]:
+        text = (self.proc / str(pid) / "stat").read_text()
+        close = text.rindex(")")
+        return text[: close + 1], text[close + 2 :].split()
+
+    def add_ticks(self, pid: int, utime: int = 0, stime: int = 0) -> None:
+        """Add CPU ticks to one process's stat file."""
+        head, rest = self.stat_fields(pid)
+        rest[11] = str(int(rest[11]) + utime)
+        rest[12] = str(int(rest[12]) + stime)
+        (self.proc / str(pid) / "stat").write_text(head + " " + " ".join(rest) + "\n")
+
+    def remove_process(self, pid: int) -> None:
+        shutil.rmtree(self.proc / str(pid))
+
+    def pids(self) -> list[int]:
+        return sorted(int(p.name) for p in self.proc.iterdir() if p.name.isdigit())
+
+    # -- /sys --------------------------------------------------------------------------------
+    def energy_path(self, entry: str) -> Path:
+        return self.sys / "class" / "powercap" / entry / "energy_uj"
+
+    def energy(self, entry: str) -> int:
+        return int(self.energy_path(entry).read_text())
+
+    def set_energy(self, entry: str, energy_uj: int) -> None:
+        self.energy_path(entry).write_text(f"{energy_uj}\n")
+
+    def add_energy(self, entry: str, energy_uj: int) -> None:
+        self.set_energy(entry, self.energy(entry) + energy_uj)
+
+    # -- the engine --------------------------------------------------------------------------
+    def engine(self, clock: FakeClock, **kwargs: object) -> Engine:
+        """An Engine over this tree: rapl-sysfs where the tree has zones, else the estimator."""
+        has_rapl = any(
+            p.name.startswith("intel-rapl") for p in (self.sys / "class" / "powercap").iterdir()
+        )
+        kwargs.setdefault("source", "rapl-sysfs" if has_rapl else "estimator")
+        kwargs.setdefault("node_name", "fixture-node")
+        kwargs.setdefault("wall_clock", lambda: WALL_EPOCH + clock())
+        return Engine(sysfs=str(self.sys), procfs=str(self.proc), clock=clock, **kwargs)
+
+    def tick(
+        self, clock: FakeClock, seconds: float = 1.0, *, busy: int, idle: int,
+        ticks: dict[int, int] | None = None, energy: dict[str, int] | None = None,
+    ) -> None:
+        """Move the node on by ``seconds``: the clock, uptime, /proc/stat, process ticks and
+        energy counters, all before the next ``sample()``."""
+        clock.advance(seconds)
+        self.set_uptime(self.uptime() + seconds)
+        self.add_cpu(busy=busy, idle=idle)
+        for pid, t in (ticks or {}).items():
+            self.add_ticks(pid, utime=t)
+        for entry, uj in (energy or {}).items():
+            self.add_energy(entry, uj)
+
+
+@pytest.fixture
+def node_tree(tmp_path: Path):
+    """Copy ``fixtures/<case>`` into tmp_path and return its NodeTree."""
+
+    def copy(case: str) -> NodeTree:
+        src = FIXTURES / case
+        assert src.is_dir(), f"no fixture {src}"
+        dst = tmp_path / case
+        shutil.copytree(src, dst)
+        return NodeTree(dst)
+
+    return copy
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def close(a: float, b: float, rel: float = 1e-6) -> bool:
+    """Equal within ``rel`` of the larger, or both (near) zero."""
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+
+
+def _watts(items: Iterable, zone: str) -> float:
+    return sum((i.zones[zone].watts or 0.0) for i in items if zone in i.zones)
+
+
+def assert_conserved(snap: Snapshot, *, rel: float = 1e-6) -> None:
+    """The contract's conservation rules, per zone, for one interval where processes used CPU.
+
+    Processes sum to node active energy; containers plus processes outside containers sum to
+    the same; each pod is the sum of its containers; each namespace the sum of its pods.
+    """
+    assert snap.interval_seconds > 0, "conservation is about an interval; this is a baseline"
+    running = [p for p in snap.processes if p.state == "running"]
+    assert any((p.watts or 0) > 0 for p in running), "no process used CPU: nothing to check"
+    for zone, nz in snap.node.zones.items():
+        active = nz.active_watts
+        assert active is not None and active > 0, f"zone {zone} has no active power"
+        procs = _watts(snap.processes, zone)
+        assert close(procs, active, rel), f"{zone}: processes {procs} != node active {active}"
+
+        outside = _watts([p for p in snap.processes if p.container_id is None], zone)
+        containers = _watts(snap.containers, zone)
+        assert close(containers + outside, active, rel), (
+            f"{zone}: containers {containers} + outside {outside} != node active {active}"
+        )
+        for pod in snap.pods:
+            members = [c for c in snap.containers if c.pod_uid == pod.uid]
+            assert close(pod.zones[zone].watts or 0.0, _watts(members, zone), rel), pod.uid
+
+    primary = snap.node.primary_zone
+    for ns in snap.namespaces:
+        pods = [p for p in snap.pods if p.namespace == ns.name]
+        total = sum(p.zones[primary].watts or 0.0 for p in pods)
+        assert close(ns.watts or 0.0, total, rel), f"namespace {ns.name}"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
