@@ -126,7 +126,9 @@ class Engine:
         if prev is not None and interval_s <= 0:
             energy = None
 
-        deltas = self._scan_processes(first=prev is None, prev_uptime=prev.uptime if prev else None)
+        deltas = self._scan_processes(
+            now=now, first=prev is None, prev_uptime=prev.uptime if prev else None
+        )
 
         active = {}  # joules per zone this interval, None where unknown
         zones: dict[str, NodeZone] = {}
@@ -183,7 +185,9 @@ class Engine:
             **result,
         )
 
-    def _scan_processes(self, *, first: bool, prev_uptime: float | None) -> dict[int, int]:
+    def _scan_processes(
+        self, *, now: float, first: bool, prev_uptime: float | None
+    ) -> dict[int, int]:
         """Walk /proc once; update per-process state and return CPU-tick deltas by PID."""
         root = self.procfs
         old = self._procs
@@ -210,7 +214,7 @@ class Engine:
                 deltas[pid] = delta
                 rec.active = True
         self._aggregates.retire(
-            [rec for pid, rec in old.items() if live.get(pid) is not rec], now=self.clock()
+            [rec for pid, rec in old.items() if live.get(pid) is not rec], now=now
         )
         self._procs = live
         return deltas
