@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from conftest import WALL_EPOCH, FakeClock, assert_conserved, close
+from conftest import (
+    WALL_EPOCH, FakeClock, assert_conserved, assert_contract_document, close,
+)
 from kepler_top.workloads import PodInfo
 
 PKG = "intel-rapl:0"
@@ -170,39 +172,6 @@ def test_counters_never_decrease_and_ended_workloads_keep_their_joules(node_tree
     assert batch.state == "terminated" and batch.watts == 0.0 and batch.joules > 0
     gone = [p for p in snap.processes if p.pid == 3001]
     assert [p.state for p in gone] == ["terminated"]
-
-
-CONTRACT_KEYS = {
-    "top": {"version", "timestamp", "interval_seconds", "node", "processes", "containers",
-            "pods", "namespaces", "vms"},
-    # source_notes is the README's documented addition to the contract's node.
-    "node": {"name", "source", "estimated", "cpu_usage_ratio", "primary_zone", "zones", "joules",
-             "watts", "active_joules", "active_watts", "idle_joules", "idle_watts",
-             "source_notes"},
-    "zone": {"joules", "watts", "active_joules", "active_watts", "idle_joules", "idle_watts"},
-    "processes": {"pid", "comm", "exe", "state", "container_id", "vm_id", "cpu_seconds",
-                  "joules", "watts", "zones"},
-    "containers": {"id", "name", "runtime", "pod_uid", "state", "cpu_seconds", "joules",
-                   "watts", "zones"},
-    "pods": {"uid", "name", "namespace", "state", "joules", "watts", "zones"},
-    "namespaces": {"name", "joules", "watts"},
-}
-
-
-def assert_contract_document(doc: dict) -> None:
-    """The snapshot document has exactly the contract's keys at every level."""
-    assert set(doc) == CONTRACT_KEYS["top"]
-    assert doc["version"] == 1
-    assert doc["timestamp"].endswith("Z")
-    assert set(doc["node"]) == CONTRACT_KEYS["node"]
-    for z in doc["node"]["zones"].values():
-        assert set(z) == CONTRACT_KEYS["zone"]
-    for level in ("processes", "containers", "pods", "namespaces"):
-        for item in doc[level]:
-            assert set(item) == CONTRACT_KEYS[level], level
-            for e in item.get("zones", {}).values():
-                assert set(e) == {"joules", "watts"}
-    assert doc["vms"] == []
 
 
 def test_json_document_has_exactly_the_contract_keys(node_tree, clock):
