@@ -8,16 +8,19 @@ methods rewrite the files that move between two samples (CPU ticks, uptime, ener
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import pytest
 
 from kepler_top.engine import Engine
 from kepler_top.snapshot import Snapshot
+from kepler_top.workloads import PodInfo
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -245,3 +248,74 @@ def is_root() -> bool:
 
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
+
+
+class FixtureFeed:
+    """A TUI feed over a fixture tree: each ``next()`` moves the fake clock on one interval,
+    gives the listed processes their CPU ticks and the zones their energy, then samples.
+
+    The baseline sample is taken at construction, so the first snapshot the app receives
+    already has watts.
+
+    Args:
+        tree: the copied fixture.
+        steps: one ``{pid: ticks}`` per call; the last repeats.
+        energy_uj: energy added per interval, per powercap entry.
+    """
+
+    label = "fixture"
+
+    def __init__(
+        self, tree: NodeTree, *, steps: list[dict[int, int]], energy_uj: dict[str, int],
+        **engine_kwargs: object,
+    ) -> None:
+        self.tree = tree
+        self.clock = FakeClock()
+        self.engine = tree.engine(self.clock, **engine_kwargs)
+        self.steps = steps
+        self.energy_uj = energy_uj
+        self.calls = 0
+        self.engine.sample()
+
+    def next(self) -> Snapshot:
+        ticks = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        ticks = {pid: t for pid, t in ticks.items() if (self.tree.proc / str(pid)).is_dir()}
+        busy = sum(ticks.values())
+        self.tree.tick(self.clock, 2.0, busy=busy, idle=max(0, 400 - busy), ticks=ticks,
+                       energy=self.energy_uj)
+        return self.engine.sample()
+
+
+class ClusterNames:
+    """Pod names and namespaces for the cluster-pods fixture, as a cluster would tell them."""
+
+    PODS = {
+        "aaaaaaaa-1111-4111-8111-000000000001": PodInfo("shop", "web-0"),
+        "bbbbbbbb-2222-4222-8222-000000000002": PodInfo("shop", "db-0"),
+        "cccccccc-3333-4333-8333-000000000003": PodInfo("jobs", "batch-x1"),
+    }
+    CONTAINERS = {"1a" * 32: "app", "1b" * 32: "sidecar", "2a" * 32: "postgres",
+                  "3a" * 32: "job"}
+
+    def pod(self, uid: str) -> PodInfo | None:
+        return self.PODS.get(uid)
+
+    def container_name(self, container_id: str) -> str | None:
+        return self.CONTAINERS.get(container_id)
+
+
+# Energy per 2 s interval of the cluster-pods fixture: package 30 W, core 12 W, dram 2 W.
+CLUSTER_ENERGY_UJ = {"intel-rapl:0": 36_000_000, "intel-rapl:1": 24_000_000,
+                     "intel-rapl:0:0": 14_000_000, "intel-rapl:1:0": 10_000_000,
+                     "intel-rapl:0:1": 2_500_000, "intel-rapl:1:1": 1_500_000}
+
+
+def run_async(test: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Run an async test (a Textual pilot) in its own event loop, without a pytest plugin."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper

@@ -8,9 +8,8 @@ import json
 import pytest
 
 from conftest import (
-    WALL_EPOCH, FakeClock, assert_conserved, assert_contract_document, close,
+    WALL_EPOCH, ClusterNames, FakeClock, assert_conserved, assert_contract_document, close,
 )
-from kepler_top.workloads import PodInfo
 
 PKG = "intel-rapl:0"
 
@@ -85,24 +84,9 @@ def test_zero_interval_reports_unknown_not_infinite_watts(node_tree, clock):
     assert all(p.watts in (None, 0.0) for p in snap.processes)
 
 
-class _Cluster:
-    """Pod names and namespaces, as the cluster would tell them."""
-
-    def __init__(self, pods: dict[str, PodInfo]) -> None:
-        self.pods = pods
-
-    def pod(self, uid: str) -> PodInfo | None:
-        return self.pods.get(uid)
-
-    def container_name(self, container_id: str) -> str | None:
-        return {"1a" * 32: "app", "1b" * 32: "sidecar"}.get(container_id)
+CLUSTER = ClusterNames()
 
 
-CLUSTER = _Cluster({
-    "aaaaaaaa-1111-4111-8111-000000000001": PodInfo("shop", "web-0"),
-    "bbbbbbbb-2222-4222-8222-000000000002": PodInfo("shop", "db-0"),
-    "cccccccc-3333-4333-8333-000000000003": PodInfo("jobs", "batch-x1"),
-})
 # Ticks per process per interval; over 1 s on 2 CPUs there are 200 ticks.
 TICKS = {1001: 30, 1002: 10, 1003: 5, 2001: 60, 3001: 20, 4001: 15, 1: 4, 600: 1, 601: 5}
 
