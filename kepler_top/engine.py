@@ -194,11 +194,18 @@ class Engine:
         live: dict[int, ProcState] = {}
         deltas: dict[int, int] = {}
         for pid in procfs.list_pids(root):
-            st = procfs.read_stat(root, pid)
-            if st is None:
-                # Gone between the listing and the read, or a line cut short: normal life.
-                continue
+            data = procfs.read_stat_bytes(root, pid)
+            if data is None:
+                continue  # gone between the listing and the read: normal life
             rec = old.get(pid)
+            if rec is not None and rec.stat_raw == data:
+                # Most processes sleep through an interval and their stat line does not change
+                # by a byte: nothing to parse, no delta (a reused PID has a new start time).
+                live[pid] = rec
+                continue
+            st = procfs.parse_stat(data)
+            if st is None:
+                continue  # a line cut short
             if rec is not None and rec.start_ticks == st.start_ticks:
                 delta = st.cpu_ticks - rec.cpu_ticks
                 rec.cpu_ticks = st.cpu_ticks
@@ -209,6 +216,7 @@ class Engine:
                 if rec is None:
                     continue
                 delta = 0 if first else self._first_delta(st, prev_uptime)
+            rec.stat_raw = data
             live[pid] = rec
             if delta > 0:
                 deltas[pid] = delta

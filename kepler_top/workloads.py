@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from kepler_top.cgroup import Workload
+from kepler_top.cgroup import NO_WORKLOAD, Workload
 from kepler_top.procfs import CLOCK_TICKS
 from kepler_top.snapshot import Container, Namespace, Pod, Process, ZoneEnergy
 
@@ -43,6 +43,9 @@ class ProcState:
     workload: Workload
     vm_id: str | None = None
     active: bool = False  # has used CPU since first seen; only such processes are listed
+    stat_raw: bytes = b""  # the last /proc/PID/stat read, to skip parsing an unchanged one
+    listed: Process | None = None  # its snapshot entry from an interval without CPU use
+    listed_key: Any = None  # the zones that entry was built for
     cpu_seconds: float = 0.0
     joules: dict[str, float] = field(default_factory=dict)
     interval: dict[str, float] = field(default_factory=dict)
@@ -123,7 +126,8 @@ class Aggregates:
         known = tuple(active) if not first else zones
         total_ticks = sum(deltas.values())
         for rec in procs.values():
-            rec.interval = {}
+            if rec.interval:
+                rec.interval = {}
         if total_ticks > 0:
             for pid, ticks in deltas.items():
                 rec = procs[pid]
@@ -138,19 +142,25 @@ class Aggregates:
             agg.interval = {}
         for rec in procs.values():
             w = rec.workload
+            if w is NO_WORKLOAD:
+                continue  # most host processes: nothing to sum into
             if w.container_id:
                 c = self._containers.get(w.container_id)
                 if c is None:
                     c = self._containers[w.container_id] = _Agg(
                         w.container_id, {"runtime": w.runtime, "pod_uid": w.pod_uid}, now
                     )
-                c.alive, c.last_alive = True, now
-                c.add(rec.interval, deltas.get(rec.pid, 0) / CLOCK_TICKS)
+                if not c.alive:
+                    c.alive, c.last_alive = True, now
+                ticks = deltas.get(rec.pid)
+                if ticks:
+                    c.add(rec.interval, ticks / CLOCK_TICKS)
             if w.pod_uid:
                 p = self._pods.get(w.pod_uid)
                 if p is None:
                     p = self._pods[w.pod_uid] = _Agg(w.pod_uid, {}, now)
-                p.alive, p.last_alive = True, now
+                if not p.alive:
+                    p.alive, p.last_alive = True, now
         for c in self._containers.values():
             uid = c.attrs["pod_uid"]
             if uid and c.interval:
@@ -183,15 +193,25 @@ class Aggregates:
 
     def _process_list(self, procs, known, zones, interval_s) -> tuple[Process, ...]:
         out = []
+        # A process that used no CPU this interval has the same figures as in the last such
+        # interval (zero watts, unchanged joules): its frozen entry is reused, not rebuilt.
+        idle_key = (tuple(known), zones, self._primary)
         for rec in procs.values():
             if not rec.active:
                 continue
+            last = rec.listed
+            if (not rec.interval and last is not None and rec.listed_key == idle_key
+                    and last.cpu_seconds == rec.cpu_seconds and last.comm == rec.comm):
+                out.append(last)
+                continue
             zmap, joules, watts = self._figures(rec.joules, rec.interval, known, zones, interval_s)
-            out.append(Process(
+            entry = Process(
                 pid=rec.pid, comm=rec.comm, exe=rec.exe, state=RUNNING,
                 container_id=rec.workload.container_id, vm_id=rec.vm_id,
                 cpu_seconds=rec.cpu_seconds, joules=joules, watts=watts, zones=zmap,
-            ))
+            )
+            out.append(entry)
+            rec.listed, rec.listed_key = (entry, idle_key) if not rec.interval else (None, None)
         out.extend(p for p, _ in self._dead_procs.values())
         return tuple(sorted(out, key=_rank))
 
