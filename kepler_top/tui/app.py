@@ -117,9 +117,9 @@ class KeplerTopApp(App[int]):
 
     @staticmethod
     def _view_title(snap: Snapshot | None, view) -> str:
-        keys = "[dim]1 namespaces  2 pods  3 containers  4 processes  ? help[/dim]"
+        # The keys that switch views are in the footer; the title says what the rows are.
         if snap is None:
-            return f"{view.title}: waiting for the first sample   {keys}"
+            return f"{view.title}: waiting for the first sample"
         unit = "estimated" if snap.node.estimated else "measured"
         count = sum(1 for _ in view.rows(snap))
         title = f"{view.title} ({count}) by {unit} watts"
@@ -127,7 +127,7 @@ class KeplerTopApp(App[int]):
             title += " [dim]- none found in this node's cgroups; 4 shows processes[/dim]"
         elif count == 0:
             title += " [dim]- none has used CPU yet[/dim]"
-        return f"{title}   {keys}"
+        return title
 
     def action_view(self, name: str) -> None:
         self.view_name = name
