@@ -3,8 +3,9 @@
 For 1,000 and 10,000 processes it prints the CPU time (``time.process_time``) of one sample
 and, as the figure that travels between machines, its ratio to a baseline loop that only opens
 and reads the same /proc/PID/stat files, in the same run: once with ``open().read()`` (the
-plain way) and once with ``os.open``/``os.read`` (the floor: what any reader must pay). A tenth of the processes use CPU in
-each interval; 70 % sit in containers spread over pods, as on a busy node.
+plain way) and once with ``os.open``/``os.read`` (the floor: what any reader must pay).
+A tenth of the processes use CPU in each interval; 70 % sit in containers spread over pods,
+as on a busy node.
 
 Run: ``make bench`` or ``.venv/bin/python bench/bench_sample.py [N ...]``.
 """

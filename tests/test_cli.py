@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -108,3 +109,13 @@ def test_bad_input_is_one_clear_line(args, status, words):
     result = kepler_top("--once", "--interval", "0.1", *args) if args[0] != "--interval" \
         else kepler_top("--once", *args)
     assert_one_line_error(result, status, *words)
+
+
+def test_once_csv_has_a_node_row_and_one_row_per_workload():
+    result = kepler_top("--once", "--format", "csv", "--interval", "0.3")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert rows[0]["level"] == "node" and rows[0]["name"] == "cli-test-node"
+    assert float(rows[0]["watts"]) > 0
+    assert {r["level"] for r in rows} <= {"node", "namespace", "pod", "container", "process"}
+    assert all(r["estimated"] in ("true", "false") for r in rows)

@@ -8,8 +8,10 @@ import json
 import pytest
 
 from conftest import (
-    WALL_EPOCH, ClusterNames, FakeClock, assert_conserved, assert_contract_document, close,
+    CLUSTER_ENERGY_UJ, WALL_EPOCH, ClusterNames, FakeClock, assert_conserved,
+    assert_contract_document, close,
 )
+from kepler_top.snapshot import Snapshot
 
 PKG = "intel-rapl:0"
 
@@ -200,3 +202,39 @@ def test_one_clock_reading_per_sample(node_tree):
     tree.add_cpu(busy=10, idle=10)
     snap = engine.sample()
     assert snap.interval_seconds == 10.0
+
+
+def test_snapshot_document_round_trips(node_tree, clock):
+    tree = node_tree("cluster-pods")
+    engine = tree.engine(clock, metadata=CLUSTER)
+    engine.sample()
+    tree.tick(clock, 1.5, busy=150, idle=50, ticks=TICKS, energy=CLUSTER_ENERGY_UJ)
+    snap = engine.sample()
+    doc = json.loads(json.dumps(snap.to_dict()))
+    assert Snapshot.from_dict(doc) == snap
+
+
+def test_ended_workloads_are_kept_for_ttl_and_at_most_max_terminated(node_tree, clock):
+    tree = node_tree("cluster-pods")
+    engine = tree.engine(clock, terminated_ttl_s=10.0, max_terminated=1)
+    engine.sample()
+    tree.tick(clock, 1.0, busy=150, idle=50, ticks=TICKS, energy=CLUSTER_ENERGY_UJ)
+    engine.sample()
+    for pid in (1001, 1002, 1003):  # the web pod ends: nginx used the most energy
+        tree.remove_process(pid)
+    tree.tick(clock, 1.0, busy=60, idle=140, ticks={2001: 60}, energy=CLUSTER_ENERGY_UJ)
+    snap = engine.sample()
+
+    ended = [p for p in snap.processes if p.state == "terminated"]
+    assert [p.pid for p in ended] == [1001], "only the largest of the three is kept"
+    ended_c = [c.id for c in snap.containers if c.state == "terminated"]
+    assert ended_c == ["1a" * 32], "max_terminated applies per level"
+    web = [p for p in snap.pods if p.uid.startswith("aaaaaaaa")]
+    assert [(p.state, p.watts) for p in web] == [("terminated", 0.0)]
+    assert_conserved(snap)
+
+    tree.tick(clock, 10.5, busy=60, idle=140, ticks={2001: 60}, energy=CLUSTER_ENERGY_UJ)
+    snap = engine.sample()
+    assert not [p for p in snap.processes if p.state == "terminated"], "gone after the ttl"
+    assert all(c.state == "running" for c in snap.containers)
+    assert all(p.state == "running" for p in snap.pods)
