@@ -155,7 +155,9 @@ async def test_a_slow_sample_never_blocks_the_ui_nor_overlaps_another(node_tree)
         await pilot.press("escape")
 
         feed.release.set()
-        while app.snapshot is None:
+        for _ in range(1000):  # bounded, so a broken app fails rather than hangs
+            if app.snapshot is not None:
+                break
             await pilot.pause(0.02)
         assert app.query_one(WorkloadTable).row_count == 9
         await pilot.press("q")
@@ -178,3 +180,31 @@ async def test_a_failing_sample_is_a_notice_not_a_crash():
         assert "waiting for the first sample" in text_of(app, NodeHeader)
         notes = [n.message for n in app._notifications]
         assert notes == ["cannot read /proc/stat: No such file: point --procfs at a /proc"]
+
+
+@run_async
+async def test_only_the_top_rows_are_drawn_and_the_title_says_so(node_tree):
+    app = KeplerTopApp(cluster_feed(node_tree), interval_s=HOUR, view="processes")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        table = app.query_one(WorkloadTable)
+        table.max_rows = 3
+        app.render_snapshot()
+        assert [k.split(":")[0] for k in row_keys(table)] == ["2001", "1001", "3001"]
+        assert text_of(app, "#view-title").startswith("Processes (top 3 of 9) by measured watts")
+
+
+@run_async
+async def test_terminated_rows_stay_listed_but_dimmed(node_tree):
+    feed = cluster_feed(node_tree)
+    app = KeplerTopApp(feed, interval_s=HOUR, view="processes")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        feed.tree.remove_process(2001)
+        app.sample()
+        await settle(pilot)
+        table = app.query_one(WorkloadTable)
+        keys = row_keys(table)
+        row = table.get_row_at(keys.index("2001:terminated:None"))
+        assert row[3].plain == "terminated"
+        assert [str(s.style) for s in row[3].spans] == ["dim"]

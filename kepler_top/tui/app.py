@@ -112,17 +112,19 @@ class KeplerTopApp(App[int]):
         view = VIEWS[self.view_name]
         snap = self.snapshot
         self.query_one(NodeHeader).show(snap, feed_label=self.feed.label, paused=self.paused)
-        self.query_one("#view-title", Static).update(self._view_title(snap, view))
+        limit = self.query_one(WorkloadTable).max_rows
+        self.query_one("#view-title", Static).update(self._view_title(snap, view, limit))
         self.query_one(WorkloadTable).show(snap, view)
 
     @staticmethod
-    def _view_title(snap: Snapshot | None, view) -> str:
+    def _view_title(snap: Snapshot | None, view, limit: int) -> str:
         # The keys that switch views are in the footer; the title says what the rows are.
         if snap is None:
             return f"{view.title}: waiting for the first sample"
         unit = "estimated" if snap.node.estimated else "measured"
-        count = sum(1 for _ in view.rows(snap))
-        title = f"{view.title} ({count}) by {unit} watts"
+        count = len(getattr(snap, view.name))  # each view is named for its snapshot list
+        shown = f"top {limit} of {count}" if count > limit else str(count)
+        title = f"{view.title} ({shown}) by {unit} watts"
         if count == 0 and view.name != "processes":
             title += " [dim]- none found in this node's cgroups; 4 shows processes[/dim]"
         elif count == 0:
