@@ -45,7 +45,7 @@ def test_once_json_on_this_machines_proc():
     assert node["name"] == "cli-test-node"
     if not host_has_rapl():
         assert node["source"] == "estimator" and node["estimated"] is True
-        assert set(node["source_notes"]) == {"rapl-sysfs", "rapl-msr"}
+        assert "rapl-sysfs" in node["source_notes"], "auto says why it passed RAPL over"
     assert doc["interval_seconds"] >= 1.0
     assert node["watts"] > 0 and node["active_watts"] > 0
     assert 0 < node["cpu_usage_ratio"] <= 1
