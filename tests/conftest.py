@@ -64,6 +64,7 @@ class NodeTree:
 
     # -- /proc -------------------------------------------------------------------------------
     def cpu_fields(self) -> list[int]:
+        """The numbers of /proc/stat's aggregate ``cpu`` line."""
         line = (self.proc / "stat").read_text().splitlines()[0]
         return [int(x) for x in line.split()[1:]]
 
@@ -78,9 +79,11 @@ class NodeTree:
         (self.proc / "stat").write_text("\n".join(lines) + "\n")
 
     def uptime(self) -> float:
+        """Seconds since boot, from /proc/uptime."""
         return float((self.proc / "uptime").read_text().split()[0])
 
     def set_uptime(self, seconds: float) -> None:
+        """Rewrite /proc/uptime."""
         (self.proc / "uptime").write_text(f"{seconds:.2f} 1800.00\n")
 
     def write_process(
@@ -94,6 +97,7 @@ class NodeTree:
         (d / "comm").write_text(comm + "\n")
 
     def stat_fields(self, pid: int) -> tuple[str, list[str]]:
+        """A stat line split into ``pid (comm)`` and the fields after it."""
         text = (self.proc / str(pid) / "stat").read_text()
         close = text.rindex(")")
         return text[: close + 1], text[close + 2 :].split()
@@ -106,22 +110,28 @@ class NodeTree:
         (self.proc / str(pid) / "stat").write_text(head + " " + " ".join(rest) + "\n")
 
     def remove_process(self, pid: int) -> None:
+        """The process exits: its /proc directory goes."""
         shutil.rmtree(self.proc / str(pid))
 
     def pids(self) -> list[int]:
+        """The numeric entries of the tree's /proc."""
         return sorted(int(p.name) for p in self.proc.iterdir() if p.name.isdigit())
 
     # -- /sys --------------------------------------------------------------------------------
     def energy_path(self, entry: str) -> Path:
+        """``energy_uj`` of one powercap entry (``intel-rapl:0``)."""
         return self.sys / "class" / "powercap" / entry / "energy_uj"
 
     def energy(self, entry: str) -> int:
+        """The counter's current value in microjoules."""
         return int(self.energy_path(entry).read_text())
 
     def set_energy(self, entry: str, energy_uj: int) -> None:
+        """Rewrite the counter."""
         self.energy_path(entry).write_text(f"{energy_uj}\n")
 
     def add_energy(self, entry: str, energy_uj: int) -> None:
+        """Move the counter on (no wrap: use set_energy for that)."""
         self.set_energy(entry, self.energy(entry) + energy_uj)
 
     # -- the engine --------------------------------------------------------------------------
@@ -166,6 +176,7 @@ def node_tree(tmp_path: Path):
 
 @pytest.fixture
 def clock() -> FakeClock:
+    """A fake monotonic clock, at 5000 s."""
     return FakeClock()
 
 
@@ -243,10 +254,12 @@ def assert_contract_document(doc: dict) -> None:
 
 
 def is_root() -> bool:
+    """Whether the tests run as root (needed to create cgroups)."""
     return os.geteuid() == 0
 
 
 def in_ci() -> bool:
+    """Whether this is CI, where a test may not skip for want of root."""
     return os.environ.get("CI") == "true"
 
 
