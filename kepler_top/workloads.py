@@ -167,6 +167,9 @@ class Aggregates:
                 self._pods[uid].add(c.interval)
 
         pod_info: dict[str, PodInfo | None] = {}
+        # Limitation: a namespace sums its pods' energy from the interval the cluster first names
+        # the pod; joules from before (under namespace null) stay there, so a namespace's joules
+        # can be below the sum of its pods' joules. Watts per interval always add up.
         for uid, p in self._pods.items():
             info = metadata.pod(uid) if metadata else None
             pod_info[uid] = info

@@ -97,6 +97,7 @@ class WorkloadTable(DataTable):
     the UI thread each interval, and a few thousand would make keys lag.
     """
 
+    # Limitation: rows past the 400 largest are not shown (the title says "top 400 of N").
     max_rows = 400
 
     def __init__(self, **kwargs) -> None:
