@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import math
@@ -124,6 +125,11 @@ def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
     )
     # Only once the power source is known to work: a failing run says one line, not two.
     engine.metadata = make_metadata(args)
+    close = getattr(engine.metadata, "close", None)
+    if close is not None:
+        # The pod sources' threads must end before the interpreter does: a daemon thread that
+        # logs while Python shuts down can abort the whole process (seen as SIGABRT).
+        atexit.register(close)
     if engine.source_notes:
         passed = "; ".join(engine.source_notes.values())
         print(f"{PROG}: source {engine.source} (passed over: {passed})", file=sys.stderr)

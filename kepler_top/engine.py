@@ -130,7 +130,9 @@ class Engine:
         if prev is not None and interval_s <= 0:
             energy = None
 
-        deltas = self._scan_processes(first=prev is None, prev_uptime=prev.uptime if prev else None)
+        deltas = self._scan_processes(
+            now=now, first=prev is None, prev_uptime=prev.uptime if prev else None
+        )
 
         active = {}  # joules per zone this interval, None where unknown
         zones: dict[str, NodeZone] = {}
@@ -187,18 +189,27 @@ class Engine:
             **result,
         )
 
-    def _scan_processes(self, *, first: bool, prev_uptime: float | None) -> dict[int, int]:
+    def _scan_processes(
+        self, *, now: float, first: bool, prev_uptime: float | None
+    ) -> dict[int, int]:
         """Walk /proc once; update per-process state and return CPU-tick deltas by PID."""
         root = self.procfs
         old = self._procs
         live: dict[int, ProcState] = {}
         deltas: dict[int, int] = {}
         for pid in procfs.list_pids(root):
-            st = procfs.read_stat(root, pid)
-            if st is None:
-                # Gone between the listing and the read, or a line cut short: normal life.
-                continue
+            data = procfs.read_stat_bytes(root, pid)
+            if data is None:
+                continue  # gone between the listing and the read: normal life
             rec = old.get(pid)
+            if rec is not None and rec.stat_raw == data:
+                # Most processes sleep through an interval and their stat line does not change
+                # by a byte: nothing to parse, no delta (a reused PID has a new start time).
+                live[pid] = rec
+                continue
+            st = procfs.parse_stat(data)
+            if st is None:
+                continue  # a line cut short
             if rec is not None and rec.start_ticks == st.start_ticks:
                 delta = st.cpu_ticks - rec.cpu_ticks
                 rec.cpu_ticks = st.cpu_ticks
@@ -209,12 +220,13 @@ class Engine:
                 if rec is None:
                     continue
                 delta = 0 if first else self._first_delta(st, prev_uptime)
+            rec.stat_raw = data
             live[pid] = rec
             if delta > 0:
                 deltas[pid] = delta
                 rec.active = True
         self._aggregates.retire(
-            [rec for pid, rec in old.items() if live.get(pid) is not rec], now=self.clock()
+            [rec for pid, rec in old.items() if live.get(pid) is not rec], now=now
         )
         self._procs = live
         return deltas

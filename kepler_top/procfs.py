@@ -87,7 +87,8 @@ def parse_stat(data: bytes) -> ProcStat | None:
     close_at = data.rfind(b")")
     if open_at < 0 or close_at < open_at:
         return None
-    rest = data[close_at + 2 :].split()
+    # Only the first 20 fields after the name are needed; splitting the other 30 costs time.
+    rest = data[close_at + 2 :].split(None, 20)
     if len(rest) < 20:
         return None
     try:
@@ -103,21 +104,40 @@ def parse_stat(data: bytes) -> ProcStat | None:
         return None
 
 
-def read_stat(procfs: str, pid: int) -> ProcStat | None:
-    """/proc/PID/stat, or None when the process has gone or the file is unreadable."""
+def _read_small(path: str) -> bytes:
+    # os.open/os.read skip the buffered file object: on /proc, with thousands of files per
+    # sample, that is a third of the cost of reading. One read of 4 KiB holds any stat line.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with open(f"{procfs}/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = os.read(fd, 4096)
+        if len(data) < 4096:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_stat_bytes(procfs: str, pid: int) -> bytes | None:
+    """The raw text of /proc/PID/stat, or None when the process has gone."""
+    try:
+        return _read_small(f"{procfs}/{pid}/stat")
     except OSError:
         return None
-    return parse_stat(data)
+
+
+def read_stat(procfs: str, pid: int) -> ProcStat | None:
+    """/proc/PID/stat, or None when the process has gone or the file is unreadable."""
+    data = read_stat_bytes(procfs, pid)
+    return None if data is None else parse_stat(data)
 
 
 def read_cgroup(procfs: str, pid: int) -> str | None:
     """/proc/PID/cgroup's text, or None when the process has gone."""
     try:
-        with open(f"{procfs}/{pid}/cgroup", "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return _read_small(f"{procfs}/{pid}/cgroup").decode("utf-8", "replace")
     except OSError:
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from kepler_top.cgroup import Workload
+from kepler_top.cgroup import NO_WORKLOAD, Workload
 from kepler_top.procfs import CLOCK_TICKS
 from kepler_top.snapshot import VM, Container, Namespace, Pod, Process, ZoneEnergy
 from kepler_top.vms import VmInfo
@@ -45,6 +45,9 @@ class ProcState:
     vm_id: str | None = None
     vm: VmInfo | None = None  # the guest, when this process is its hypervisor
     active: bool = False  # has used CPU since first seen; only such processes are listed
+    stat_raw: bytes = b""  # the last /proc/PID/stat read, to skip parsing an unchanged one
+    listed: Process | None = None  # its snapshot entry from an interval without CPU use
+    listed_key: Any = None  # the zones that entry was built for
     cpu_seconds: float = 0.0
     joules: dict[str, float] = field(default_factory=dict)
     interval: dict[str, float] = field(default_factory=dict)
@@ -126,7 +129,8 @@ class Aggregates:
         known = tuple(active) if not first else zones
         total_ticks = sum(deltas.values())
         for rec in procs.values():
-            rec.interval = {}
+            if rec.interval:
+                rec.interval = {}
         if total_ticks > 0:
             for pid, ticks in deltas.items():
                 rec = procs[pid]
@@ -142,19 +146,25 @@ class Aggregates:
             agg.interval = {}
         for rec in procs.values():
             w = rec.workload
+            if w is NO_WORKLOAD and rec.vm is None:
+                continue  # most host processes: nothing to sum into
             if w.container_id:
                 c = self._containers.get(w.container_id)
                 if c is None:
                     c = self._containers[w.container_id] = _Agg(
                         w.container_id, {"runtime": w.runtime, "pod_uid": w.pod_uid}, now
                     )
-                c.alive, c.last_alive = True, now
-                c.add(rec.interval, deltas.get(rec.pid, 0) / CLOCK_TICKS)
+                if not c.alive:
+                    c.alive, c.last_alive = True, now
+                ticks = deltas.get(rec.pid)
+                if ticks:
+                    c.add(rec.interval, ticks / CLOCK_TICKS)
             if w.pod_uid:
                 p = self._pods.get(w.pod_uid)
                 if p is None:
                     p = self._pods[w.pod_uid] = _Agg(w.pod_uid, {}, now)
-                p.alive, p.last_alive = True, now
+                if not p.alive:
+                    p.alive, p.last_alive = True, now
             if rec.vm is not None:
                 self._add_vm(rec, now)
         for c in self._containers.values():
@@ -163,6 +173,11 @@ class Aggregates:
                 self._pods[uid].add(c.interval)
 
         pod_info: dict[str, PodInfo | None] = {}
+        # Limitation: a namespace sums its pods' energy from the interval in which the cluster
+        # first names the pod; what came before stays with the unknown namespace (null), since
+        # moving it would make that counter go back. So a namespace's joules can be below the
+        # sum of its pods' joules; watts always add up. Names usually arrive before the first
+        # interval ends (a list of the node's pods takes well under a second).
         for uid, p in self._pods.items():
             info = metadata.pod(uid) if metadata else None
             pod_info[uid] = info
@@ -172,9 +187,6 @@ class Aggregates:
                 ns = self._namespaces[ns_name] = _Agg(ns_name, {}, now)
             if p.alive:
                 ns.alive, ns.last_alive = True, now
-            if "namespace" in p.attrs and p.attrs["namespace"] != ns_name:
-                self._move_namespace(p, self._namespaces.get(p.attrs["namespace"]), ns)
-            p.attrs["namespace"] = ns_name
             ns.add(p.interval)
 
         self._prune(now)
@@ -185,16 +197,6 @@ class Aggregates:
             "namespaces": self._namespace_list(interval_s),
             "vms": self._vm_list(known, zones, interval_s),
         }
-
-    @staticmethod
-    def _move_namespace(pod: _Agg, old: _Agg | None, new: _Agg) -> None:
-        """A pod's namespace became known (or changed): its earlier energy moves with it, so
-        that a namespace always holds the sum of its pods' joules."""
-        for z, cum in pod.joules.items():
-            earlier = cum - pod.interval.get(z, 0.0)
-            if old is not None:
-                old.joules[z] = max(0.0, old.joules.get(z, 0.0) - earlier)
-            new.joules[z] = new.joules.get(z, 0.0) + earlier
 
     def _add_vm(self, rec: ProcState, now: float) -> None:
         vm = rec.vm
@@ -224,15 +226,25 @@ class Aggregates:
 
     def _process_list(self, procs, known, zones, interval_s) -> tuple[Process, ...]:
         out = []
+        # A process that used no CPU this interval has the same figures as in the last such
+        # interval (zero watts, unchanged joules): its frozen entry is reused, not rebuilt.
+        idle_key = (tuple(known), zones, self._primary)
         for rec in procs.values():
             if not rec.active:
                 continue
+            last = rec.listed
+            if (not rec.interval and last is not None and rec.listed_key == idle_key
+                    and last.cpu_seconds == rec.cpu_seconds and last.comm == rec.comm):
+                out.append(last)
+                continue
             zmap, joules, watts = self._figures(rec.joules, rec.interval, known, zones, interval_s)
-            out.append(Process(
+            entry = Process(
                 pid=rec.pid, comm=rec.comm, exe=rec.exe, state=RUNNING,
                 container_id=rec.workload.container_id, vm_id=rec.vm_id,
                 cpu_seconds=rec.cpu_seconds, joules=joules, watts=watts, zones=zmap,
-            ))
+            )
+            out.append(entry)
+            rec.listed, rec.listed_key = (entry, idle_key) if not rec.interval else (None, None)
         out.extend(p for p, _ in self._dead_procs.values())
         return tuple(sorted(out, key=_rank))
 

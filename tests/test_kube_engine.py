@@ -56,8 +56,12 @@ def assert_namespaces_sum_their_pods(snap) -> None:
     for ns in snap.namespaces:
         pods = [p.watts for p in snap.pods if p.namespace == ns.name]
         assert ns.watts == pytest.approx(sum(pods), rel=1e-9, abs=1e-12)
+        # Energy from before a pod was named stays with the unknown namespace (a counter
+        # never goes back), so a namespace's joules are at most its pods'.
+        # The unknown namespace keeps energy of pods since named, so it is not bounded so.
         joules = [p.joules for p in snap.pods if p.namespace == ns.name]
-        assert ns.joules == pytest.approx(sum(joules), rel=1e-9, abs=1e-12)
+        if ns.name is not None:
+            assert ns.joules <= sum(joules) * (1 + 1e-9) + 1e-12
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from kepler_top.recording import parse_moment, parse_time
 from kepler_top.snapshot import Snapshot
 from kepler_top.tui.app import KeplerTopApp
 from kepler_top.tui.replay_feed import ReplayFeed
-from kepler_top.tui.table import WorkloadTable
 
 class JumpScreen(ModalScreen[str | None]):
     """Asks for the time to jump to."""
@@ -68,7 +67,7 @@ class ReplayApp(KeplerTopApp):
         # The live app's mount starts a sampling timer; a replay is paced by the recording.
         event.prevent_default()
         self.render_snapshot()
-        self.query_one(WorkloadTable).focus()
+        self.table.focus()
         self._load(self.feed.next)
 
     def _load(self, fetch: Callable[[], Snapshot | None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
@@ -21,6 +22,13 @@ class View:
     title: str
     columns: tuple[str, ...]
     rows: Callable[[Snapshot], Iterable[tuple[str, list[Any], Any]]]
+
+
+def _dim(cell: Any) -> Text:
+    """A terminated workload's cell: still listed with its final joules, but greyed."""
+    text = cell.copy() if isinstance(cell, Text) else Text(str(cell))
+    text.stylize("dim")
+    return text
 
 
 def _num(value: str) -> Text:
@@ -94,7 +102,14 @@ VIEWS: dict[str, View] = {
 
 
 class WorkloadTable(DataTable):
-    """A DataTable that renders one view of a snapshot, keeping the cursor on the same row."""
+    """A DataTable that renders one view of a snapshot, keeping the cursor on the same row.
+
+    Only the first ``max_rows`` rows (the largest watts) are shown: every row is rebuilt on
+    the UI thread each interval, and a few thousand would make keys lag.
+    """
+
+    # Limitation: rows past the 400 largest are not shown (the title says "top 400 of N").
+    max_rows = 400
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -119,7 +134,9 @@ class WorkloadTable(DataTable):
         if snap is None:
             return
         seen: set[str] = set()
-        for key, cells, _item in view.rows(snap):
+        for key, cells, item in islice(view.rows(snap), self.max_rows):
+            if getattr(item, "state", None) == "terminated":
+                cells = [_dim(c) for c in cells]
             # A PID reused while its old process is still listed as terminated.
             while key in seen:
                 key += "+"

@@ -1,0 +1,134 @@
+"""The engine on the real kernel: a CPU-busy child in a kubelet-style cgroup is found as its
+container and pod, and gets the largest share of active power.
+
+Needs root (it creates cgroups); skipped with the reason elsewhere, except in CI, where it must
+run. Names carry a random suffix and everything created is removed, since other test runs may
+use the same hierarchies at the same time.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import in_ci, is_root
+from kepler_top.engine import Engine
+
+V1_CPU = Path("/sys/fs/cgroup/cpu")
+V2 = Path("/sys/fs/cgroup/unified")
+BUSY = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def need(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true, and {reason}")
+    pytest.skip(reason)
+
+
+def is_cgroup_mount(path: Path, fstype: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1:3] == [str(path), fstype] for line in f)
+
+
+class Cgroup:
+    """A cgroup directory made for one test, and the parents it had to create."""
+
+    def __init__(self, root: Path, parts: list[str]) -> None:
+        self.created: list[Path] = []
+        path = root
+        for part in parts:
+            path = path / part
+            for _ in range(5):
+                # Another test run may remove a shared parent (kubepods) between our steps.
+                try:
+                    path.mkdir()
+                    self.created.append(path)
+                    break
+                except FileExistsError:
+                    break
+                except FileNotFoundError:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def remove(self) -> None:
+        for path in reversed(self.created):
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST) or path != self.path:
+                        break  # a shared parent someone else now uses: theirs to remove
+                    time.sleep(0.05)  # EBUSY while the killed children are torn down
+
+
+def kubelet_paths(driver: str, pod_uid: str, container_id: str) -> tuple[Path, list[str]]:
+    if driver == "cgroupfs-v1":
+        return V1_CPU, ["kubepods", "burstable", f"pod{pod_uid}", container_id]
+    uid_ = pod_uid.replace("-", "_")
+    return V2, ["kubepods.slice", "kubepods-burstable.slice",
+                f"kubepods-burstable-pod{uid_}.slice", f"cri-containerd-{container_id}.scope"]
+
+
+@pytest.mark.parametrize("driver", ["cgroupfs-v1", "systemd-v2"])
+def test_busy_container_in_a_real_cgroup_gets_the_largest_share(driver):
+    need(is_root(), "creating cgroups needs root")
+    root = V1_CPU if driver == "cgroupfs-v1" else V2
+    need(is_cgroup_mount(root, "cgroup" if driver == "cgroupfs-v1" else "cgroup2"),
+         f"{root} is not a mounted cgroup hierarchy")
+
+    pod_uid = str(uuid.uuid4())
+    container_id = secrets.token_hex(32)
+    base, parts = kubelet_paths(driver, pod_uid, container_id)
+    cg = Cgroup(base, parts)
+    children: list[subprocess.Popen] = []
+    try:
+        # Two busy processes: the container should outweigh any single busy process elsewhere.
+        for _ in range(2):
+            child = subprocess.Popen([sys.executable, "-c", BUSY])
+            children.append(child)
+            cg.add(child.pid)
+        own = Path(f"/proc/{children[0].pid}/cgroup").read_text()
+        assert "/".join(parts) in own, own
+
+        engine = Engine(source="auto", node_name="real-kernel")
+        engine.sample()
+        time.sleep(1.0)
+        snap = engine.sample()
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+        cg.remove()
+    assert not any(p.exists() for p in cg.created), "cleanup left a cgroup behind"
+
+    containers = {c.id: c for c in snap.containers}
+    assert container_id in containers, "the container was not found"
+    mine = containers[container_id]
+    assert mine.pod_uid == pod_uid
+    assert mine.runtime == (None if driver == "cgroupfs-v1" else "containerd")
+    assert mine.watts > 0
+    assert mine.watts == max(c.watts or 0.0 for c in snap.containers)
+
+    pods = {p.uid: p for p in snap.pods}
+    assert pods[pod_uid].watts == pytest.approx(mine.watts)
+    assert pods[pod_uid].watts == max(p.watts or 0.0 for p in snap.pods)
+
+    members = [p for p in snap.processes if p.container_id == container_id]
+    assert {p.pid for p in members} == {c.pid for c in children}
+    assert sum(p.watts for p in members) == pytest.approx(mine.watts)
