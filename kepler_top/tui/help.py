@@ -17,6 +17,7 @@ HELP_TEXT = """\
 
 [b]Control[/b]
   p  pause or resume the display (sampling goes on)
+  r  record snapshots to a file (asks its name); r again stops
   ?  this help      q  quit     ↑ ↓ PgUp PgDn  move in the table
 
 [b]Reading the figures[/b]
