@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -15,6 +16,7 @@ from kepler_top.snapshot import Snapshot
 from kepler_top.tui.feed import Feed, LiveFeed
 from kepler_top.tui.header import NodeHeader
 from kepler_top.tui.help import HelpScreen
+from kepler_top.tui.logbridge import NoticeHandler
 from kepler_top.tui.table import VIEWS, WorkloadTable
 
 __all__ = ["KeplerTopApp", "LiveFeed"]
@@ -75,11 +77,18 @@ class KeplerTopApp(App[int]):
         yield self.table
         yield Footer()
 
+    def on_load(self) -> None:
+        self._log_bridge = NoticeHandler(self, asyncio.get_running_loop())
+        self._log_bridge.install()
+
     def on_mount(self) -> None:
         self.render_snapshot()
         self.sample()
         self.set_interval(self.interval_s, self.sample)
         self.table.focus()
+
+    def on_unmount(self) -> None:
+        self._log_bridge.release()
 
     @work(thread=True, group="sample")
     def sample(self) -> None:
@@ -97,8 +106,8 @@ class KeplerTopApp(App[int]):
             self.call_from_thread(self._received, snap)
 
     def _sample_failed(self, message: str) -> None:
-        log.error("sample failed: %s", message)
         if not self._failing:
+            log.error("sample failed: %s", message, extra={"notified": True})
             self.notify(message, title="Sampling failed", severity="error", timeout=10)
         self._failing = True
 
