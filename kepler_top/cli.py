@@ -16,7 +16,9 @@ from kepler_top.errors import KeplerTopError, UsageError
 PROG = "kepler-top"
 
 # Subcommands: name -> module with add_arguments(parser), run(args) -> int and HELP.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "export": "kepler_top.exporter.command",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
-    """The engine for these flags; fills args.interval with the mode's default."""
+def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0, **options):
+    """The engine for these flags; fills args.interval with the mode's default.
+
+    ``options`` go to ``Engine`` as they are (a mode's retention settings, for instance)."""
     from kepler_top.engine import Engine
 
     if args.interval is None:
@@ -104,6 +108,7 @@ def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
         node_name=args.node_name,
         model=args.model,
         metadata=make_metadata(args),
+        **options,
     )
     if engine.source_notes:
         passed = "; ".join(engine.source_notes.values())
