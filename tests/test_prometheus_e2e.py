@@ -256,3 +256,15 @@ def test_hostile_label_values_are_parsed_by_prometheus(tmp_path, ports, promethe
     assert {s["exe"] for s in series} == {HOSTILE_EXE.decode("utf-8", "replace")}
     assert parse(body)["kepler_process_cpu_joules_total"][0].labels["comm"] == \
         HOSTILE_COMM.decode("utf-8", "replace")
+
+
+def test_every_dashboard_and_rule_query_returns_data(prometheus, live_exporter, pod):
+    import yaml
+
+    from test_deploy import DASHBOARDS, DEPLOY, _dashboard, dashboard_queries
+
+    queries = [q for title in DASHBOARDS for q in dashboard_queries(_dashboard(title))]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "kepler-top-rules.yaml").read_text())
+    queries += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    empty = [q for q in queries if not prometheus.query(q)]
+    assert empty == []
