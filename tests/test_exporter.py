@@ -218,3 +218,32 @@ def test_sample_duration_histogram_counts_every_sample(node):
     inf = [b for b in s["kepler_top_sample_duration_seconds_bucket"] if b.labels["le"] == "+Inf"]
     assert inf[0].value == 3 and math.isfinite(s["kepler_top_sample_duration_seconds_sum"][0].value)
     assert "process_resident_memory_bytes" in s and "process_cpu_seconds_total" in s
+
+
+def test_rapl_wrap_never_shows_and_zones_carry_their_sysfs_path(tmp_path):
+    proc = FakeProc(tmp_path / "proc")
+    proc.add(100, "shell")
+    zone = tmp_path / "sys" / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("1000000000\n")
+    readings = iter([999_000_000, 999_900_000, 400_000, 1_300_000])  # wraps after the second
+
+    class Meter(Driver):
+        def sample(self):
+            (zone / "energy_uj").write_text(f"{next(readings)}\n")
+            return super().sample()
+
+    (zone / "energy_uj").write_text("999000000\n")
+    from kepler_top.engine import Engine
+
+    engine = Engine(procfs=str(proc.root), sysfs=str(tmp_path / "sys"), source="rapl-sysfs",
+                    node_name=NODE, clock=proc.clock)
+    sampler, registry = exporter(Meter(proc, engine, {100: 10}, step_s=1.0))
+    values = []
+    for _ in range(4):
+        sampler.sample_once()
+        (s,) = scrape_registry(registry)["kepler_node_cpu_joules_total"]
+        values.append(s.value)
+        assert s.labels["path"] == str(zone) and s.labels["zone"] == "package"
+    assert values == pytest.approx([0.0, 0.9, 1.4, 2.3])  # joules; the wrap adds 0.5
