@@ -247,3 +247,23 @@ def test_rapl_wrap_never_shows_and_zones_carry_their_sysfs_path(tmp_path):
         values.append(s.value)
         assert s.labels["path"] == str(zone) and s.labels["zone"] == "package"
     assert values == pytest.approx([0.0, 0.9, 1.4, 2.3])  # joules; the wrap adds 0.5
+
+
+def test_health_fails_when_the_last_sample_is_stale(node):
+    proc, engine, _ = node
+    sampler = Sampler(Driver(proc, engine, {100: 1}), interval_s=5.0, clock=proc.clock)
+    sampler.sample_once()
+    proc.clock.now += 16.5  # past three intervals and a second of grace
+    assert sampler.health() == (False, "last sample is 16.5 s old (interval 5 s)")
+
+
+def test_a_log_event_is_one_grep_able_line(caplog):
+    import logging
+
+    from kepler_top.exporter.logs import event
+
+    log = logging.getLogger("kepler_top.exporter.test")
+    with caplog.at_level(logging.INFO, logger="kepler_top.exporter.test"):
+        event(log, logging.ERROR, "sample_failed", reason='bad "line"\nsecond', n=3)
+        event(log, logging.DEBUG, "hidden")
+    assert caplog.messages == ['event=sample_failed reason="bad \\"line\\"\\nsecond" n=3']
