@@ -273,6 +273,9 @@ class SnapshotCollector(Collector):
         yield from (joules, watts)
 
     def _pods(self, snap: Snapshot, node: str) -> Iterator[Metric]:
+        # Limitation: a pod's name and namespace are labels, so a name learnt after the pod's
+        # first snapshot starts a new series that carries the whole energy from the start;
+        # increase() across that change misses the first series' last value (Kepler alike).
         zoned = ("node_name", "pod_id", "pod_name", "pod_namespace", "state", "zone")
         joules, watts = _pair("pod", "A pod's", zoned)
         for p in snap.pods:

@@ -267,3 +267,28 @@ def test_a_log_event_is_one_grep_able_line(caplog):
         event(log, logging.ERROR, "sample_failed", reason='bad "line"\nsecond', n=3)
         event(log, logging.DEBUG, "hidden")
     assert caplog.messages == ['event=sample_failed reason="bad \\"line\\"\\nsecond" n=3']
+
+
+def test_a_taken_port_is_one_line_naming_the_address(tmp_path, capsys):
+    import socket
+
+    proc = FakeProc(tmp_path / "proc")
+    (tmp_path / "sys").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["export", "--procfs", str(proc.root), "--sysfs", str(tmp_path / "sys"),
+                "--source", "estimator", "--listen", f"127.0.0.1:{port}"]
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == (f"kepler-top: error: --listen 127.0.0.1:{port}: cannot listen (Address "
+                   "already in use): choose a free port and an address of this node\n")
+
+
+def test_a_missing_web_config_file_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.yml"
+    assert main(["export", "--web-config-file", str(missing)]) == 1
+    assert capsys.readouterr().err == (
+        f"kepler-top: error: --web-config-file {missing}: cannot read: No such file or "
+        "directory: give the path of a readable web config file\n")
