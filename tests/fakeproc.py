@@ -40,6 +40,28 @@ class FakeProc:
             f"physical id\t: 0\ncore id\t\t: {i}\n\n" for i in range(cpus)))
         self._write_node()
 
+    @classmethod
+    def from_tree(cls, fixture: Path, root: Path, *, clock: FakeClock | None = None) -> FakeProc:
+        """A copy of a fixture procfs tree (``fixtures/<case>/proc``) that tests can move on."""
+        shutil.copytree(fixture, root, symlinks=True)
+        cpu = (root / "stat").read_text().split("\n", 1)[0].split()
+        self = cls.__new__(cls)
+        self.root, self.clock = Path(root), clock or FakeClock()
+        self.cpus = sum(1 for line in (root / "stat").read_text().splitlines()
+                        if line.startswith("cpu") and line[3:4].isdigit())
+        self.uptime_s = float((root / "uptime").read_text().split()[0])
+        self.busy = sum(int(x) for x in cpu[1:9]) - int(cpu[4]) - int(cpu[5])
+        self.idle = int(cpu[4]) + int(cpu[5])
+        self.procs = {}
+        for d in root.iterdir():
+            if d.name.isdigit():
+                data = (d / "stat").read_bytes()
+                rest = data[data.rindex(b")") + 2:].split()
+                self.procs[int(d.name)] = {"comm": data[data.index(b"(") + 1:data.rindex(b")")],
+                                           "ticks": int(rest[11]) + int(rest[12]),
+                                           "start": int(rest[19])}
+        return self
+
     def add(self, pid: int, comm: bytes | str, cgroup: str = "/", *, exe: bytes | None = None,
             started_within: bool = True) -> None:
         """A process in cgroup ``cgroup`` (a v2 path), started now."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -123,19 +124,26 @@ def test_ended_pod_below_the_energy_threshold_is_listed_once_then_dropped(node):
     assert "kepler_pod_cpu_joules_total" not in scrape_registry(registry)
 
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HOSTILE_COMM = b'q"uo\\te\nnew\\nline\x1b[31m\xff\xfe'
 
 
 def test_hostile_label_values_survive_the_exposition(tmp_path):
-    proc = FakeProc(tmp_path / "proc")
-    proc.add(300, HOSTILE_COMM, exe=b"/opt/\xff\"odd\\dir\n/bin")
+    """fixtures/exporter-hostile-labels: a process whose comm and exe hold quotes,
+    backslashes, a newline, an escape sequence and invalid UTF-8; a CPU vendor with quotes."""
+    proc = FakeProc.from_tree(FIXTURES / "exporter-hostile-labels" / "proc", tmp_path / "proc")
+    assert proc.procs[300]["comm"] == HOSTILE_COMM
     engine = make_engine(proc, tmp_path / "sys")
     sampler, registry = exporter(Driver(proc, engine, {300: 100}))
     sampler.sample_once(), sampler.sample_once()
 
-    (p,) = scrape_registry(registry)["kepler_process_cpu_joules_total"]
+    samples = scrape_registry(registry)
+    (p,) = samples["kepler_process_cpu_joules_total"]
     assert p.labels["comm"] == HOSTILE_COMM.decode("utf-8", "replace")
     assert p.labels["exe"] == "/opt/\ufffd\"odd\\dir\n/bin"
+    (cpu,) = samples["kepler_node_cpu_info"]
+    assert cpu.labels["vendor_id"] == 'Fake"Vendor\\'
+    assert cpu.labels["model_name"] == "Fake CPU \xff"
 
 
 @pytest.mark.parametrize("value, expected", [

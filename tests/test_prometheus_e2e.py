@@ -233,8 +233,10 @@ def test_promtool_checks_a_scrape(live_exporter):
 
 
 def test_hostile_label_values_are_parsed_by_prometheus(tmp_path, ports, prometheus):
-    proc = FakeProc(tmp_path / "proc")
-    proc.add(300, HOSTILE_COMM, exe=HOSTILE_EXE)
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "exporter-hostile-labels"
+    proc = FakeProc.from_tree(fixture / "proc", tmp_path / "proc")
+    assert proc.procs[300]["comm"] == HOSTILE_COMM
+    assert os.readlink(os.fsencode(proc.root / "300" / "exe")) == HOSTILE_EXE
     engine = make_engine(proc, tmp_path / "sys")
     sampler, registry = exporter(Driver(proc, engine, {300: 20}, step_s=0.5), interval_s=0.5)
     servers = Servers([("127.0.0.1", ports["hostile"])],
