@@ -8,11 +8,13 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 import pytest
+from prometheus_client import generate_latest
 
 from exporter_support import Driver, exporter, free_port, get, make_engine, parse
 from fakeproc import FakeProc, pod_cgroup
@@ -195,3 +197,37 @@ def test_sigterm_stops_the_exporter_cleanly(tmp_path):
     assert "event=stopped" in events[-1]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_scrape_never_waits_for_a_sample_under_way(busy_node):
+    """While a sample is stuck mid-walk, scrapes get the previous snapshot at once."""
+    walking, release = threading.Event(), threading.Event()
+
+    class Stuck:
+        engine = busy_node.engine
+
+        def sample(self):
+            walking.set()
+            release.wait(60)
+            return busy_node.sample()
+
+    sampler, registry = exporter(busy_node)
+    sampler.sample_once(), sampler.sample_once()
+    before = parse(generate_latest(registry).decode())
+    servers = _serve(registry, sampler, [("127.0.0.1", 0)])
+    sampler.engine = Stuck()
+    stuck = threading.Thread(target=sampler.sample_once)
+    stuck.start()
+    try:
+        assert walking.wait(30)
+        host, port = servers.addresses[0]
+        status, body = get(f"http://{host}:{port}/metrics")
+        assert status == 200 and parse(body)["kepler_node_cpu_joules_total"] == \
+            before["kepler_node_cpu_joules_total"]
+    finally:
+        release.set()
+        stuck.join()
+        servers.close()
+    after = parse(generate_latest(registry).decode())
+    assert after["kepler_node_cpu_joules_total"][0].value > \
+        before["kepler_node_cpu_joules_total"][0].value
