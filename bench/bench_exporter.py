@@ -14,7 +14,6 @@ side added, and their ratios (exporter / baseline).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys

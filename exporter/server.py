@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -68,14 +69,23 @@ class _Server(ThreadingHTTPServer):
     def finish_request(self, request, client_address) -> None:
         # The TLS handshake runs here, in the request's own thread, so a slow or silent client
         # never holds up accept() for the others.
-        if self.tls is not None:
-            request.settimeout(30)
-            request = self.tls.wrap_socket(request, server_side=True)
-        super().finish_request(request, client_address)
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(30)
+        secure = self.tls.wrap_socket(request, server_side=True)
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            # wrap_socket took the descriptor over: the server's own shutdown_request() of the
+            # plain socket no longer reaches it, so the TLS socket is closed here.
+            try:
+                secure.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            secure.close()
 
     def handle_error(self, request, client_address) -> None:
-        import sys
-
         event(log, logging.DEBUG, "request_failed", client=client_address[0],
               reason=repr(sys.exc_info()[1]))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter_support import (
-    CONTRACT_LABELS, NODE, Driver, exporter, make_engine, parse, scrape_registry,
+    CONTRACT_LABELS, NODE, Driver, exporter, make_engine, scrape_registry,
 )
 from fakeproc import FakeProc, pod_cgroup
 from kepler_top.cli import main
