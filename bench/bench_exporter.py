@@ -79,6 +79,8 @@ def run_exporter(workdir: Path) -> dict:
     text = generate_latest(registry)
     after = rss_bytes()
     cpu = cpu_per_scrape(lambda: generate_latest(registry))
+    default = build_registry(sampler, power=engine.power, procfs=str(proc.root))
+    cpu_default = cpu_per_scrape(lambda: generate_latest(default))
 
     series = []
     for family in registry.collect():
@@ -88,14 +90,15 @@ def run_exporter(workdir: Path) -> dict:
             series.append([family.name, family.type, s.labels, s.value])
     (workdir / "series.json").write_text(json.dumps(series))
     return {"cpu_s": cpu, "rss_added": after - before, "rss_total": after,
-            "series": len(series), "bytes": len(text), "sample_s": min(sample_s[1:])}
+            "series": len(series), "bytes": len(text), "sample_s": min(sample_s[1:]),
+            "cpu_default_s": cpu_default,
+            "series_default": sum(1 for s in series if not s[0].startswith("kepler_process_"))}
 
 
-def run_baseline(workdir: Path) -> dict:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+def bare_registry(series: list):
+    """A plain registry with Counter and Gauge objects holding exactly these series."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge
 
-    series = json.loads((workdir / "series.json").read_text())
-    before = rss_bytes()
     registry = CollectorRegistry()
     metrics = {}
     for name, kind, labels, value in series:
@@ -109,11 +112,22 @@ def run_baseline(workdir: Path) -> dict:
             child.inc(value)
         else:
             child.set(value)
+    return registry
+
+
+def run_baseline(workdir: Path) -> dict:
+    from prometheus_client import generate_latest
+
+    series = json.loads((workdir / "series.json").read_text())
+    before = rss_bytes()
+    registry = bare_registry(series)
     text = generate_latest(registry)
     after = rss_bytes()
     cpu = cpu_per_scrape(lambda: generate_latest(registry))
+    default = bare_registry([s for s in series if not s[0].startswith("kepler_process_")])
+    cpu_default = cpu_per_scrape(lambda: generate_latest(default))
     return {"cpu_s": cpu, "rss_added": after - before, "rss_total": after,
-            "series": len(series), "bytes": len(text)}
+            "series": len(series), "bytes": len(text), "cpu_default_s": cpu_default}
 
 
 def child(kind: str, workdir: str) -> dict:
@@ -137,6 +151,9 @@ def main() -> None:
     print(f"ratio exporter/baseline: CPU per scrape {exp['cpu_s'] / base['cpu_s']:.2f}, "
           f"resident memory added {exp['rss_added'] / max(base['rss_added'], 1):.2f}, "
           f"resident memory total {exp['rss_total'] / base['rss_total']:.2f}")
+    print(f"default levels (no process series, {exp['series_default']} series): exporter "
+          f"{exp['cpu_default_s'] * 1e3:.1f} ms, baseline {base['cpu_default_s'] * 1e3:.1f} ms "
+          f"CPU per scrape, ratio {exp['cpu_default_s'] / base['cpu_default_s']:.2f}")
 
 
 if __name__ == "__main__":
