@@ -300,3 +300,25 @@ def test_a_missing_web_config_file_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"kepler-top: error: --web-config-file {missing}: cannot read: No such file or "
         "directory: give the path of a readable web config file\n")
+
+
+@pytest.mark.parametrize("prefix", [b"$2b$", b"$2y$", b"$2a$"])  # $2y$ is what htpasswd writes
+def test_basic_auth_checks_bcrypt_hashes_of_every_prefix(prefix):
+    import base64
+
+    import bcrypt
+
+    from kepler_top.exporter.webconfig import BasicAuth
+
+    hashed = prefix + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))[4:]
+    auth = BasicAuth({"alice": hashed})
+
+    def header(user, password):
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    assert auth.check(header("alice", "pw"))
+    assert auth.check(header("alice", "pw"))  # the remembered success
+    assert not auth.check(header("alice", "px"))
+    assert not auth.check(header("mallory", "pw"))
+    assert not auth.check("Basic !!notbase64")
+    assert not auth.check(None)

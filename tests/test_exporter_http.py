@@ -231,3 +231,28 @@ def test_a_scrape_never_waits_for_a_sample_under_way(busy_node):
     after = parse(generate_latest(registry).decode())
     assert after["kepler_node_cpu_joules_total"][0].value > \
         before["kepler_node_cpu_joules_total"][0].value
+
+
+def test_client_certificates_are_required_when_the_web_config_says_so(busy_node, tls_files):
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tls_files / "clients-ca.pem"))
+    (tls_files / "mtls.yml").write_text(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.pem\n"
+        "  client_ca_file: clients-ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n")
+    web = webconfig.load(str(tls_files / "mtls.yml"))
+    sampler, registry = exporter(busy_node)
+    sampler.sample_once()
+    servers = _serve(registry, sampler, [("127.0.0.1", 0)], web)
+    host, port = servers.addresses[0]
+    url = f"https://{host}:{port}/healthz"
+    try:
+        anonymous = ssl.create_default_context(cafile=str(tls_files / "ca.pem"))
+        with pytest.raises(OSError):  # the handshake (or the first read) is refused
+            get(url, context=anonymous, timeout=5)
+        signed = ssl.create_default_context(cafile=str(tls_files / "ca.pem"))
+        ca.issue_cert("prometheus@example.test").configure_cert(signed)
+        assert get(url, context=signed) == (200, "ok\n")
+    finally:
+        servers.close()
