@@ -195,6 +195,9 @@ def test_sigterm_stops_the_exporter_cleanly(tmp_path):
     events = [line for line in err.splitlines() if "event=" in line]
     assert any("event=listening address=127.0.0.1:" in line for line in events)
     assert "event=stopped" in events[-1]
+    # Quiet at the default level: start-up and stop only, nothing per sample or request.
+    assert not [line for line in events if "event=sampled" in line or "event=request" in line]
+    assert len(err.splitlines()) < 10
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
