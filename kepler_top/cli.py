@@ -18,6 +18,7 @@ PROG = "kepler-top"
 
 # Subcommands: name -> module with add_arguments(parser), run(args) -> int and HELP.
 SUBCOMMANDS: dict[str, str] = {
+    "export": "kepler_top.exporter.command",
     "record": "kepler_top.record",
     "replay": "kepler_top.replay",
     "report": "kepler_top.report",
@@ -109,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
-    """The engine for these flags; fills args.interval with the mode's default."""
+def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0, **options):
+    """The engine for these flags; fills args.interval with the mode's default.
+
+    ``options`` go to ``Engine`` as they are (a mode's retention settings, for instance)."""
     from kepler_top.engine import Engine
 
     if args.interval is None:
@@ -122,6 +125,7 @@ def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0):
         source=args.source,
         node_name=args.node_name,
         model=args.model,
+        **options,
     )
     # Only once the power source is known to work: a failing run says one line, not two.
     engine.metadata = make_metadata(args)

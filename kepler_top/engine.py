@@ -65,6 +65,7 @@ class Engine:
         metadata: pod and container names from the cluster, or None.
         terminated_ttl_s: how long a workload that ended stays listed.
         max_terminated: at most this many ended workloads per level are kept (largest energy).
+        min_terminated_joules: an ended workload with less energy is listed once, then dropped.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class Engine:
         power: PowerSource | None = None,
         terminated_ttl_s: float = 300.0,
         max_terminated: int = 500,
+        min_terminated_joules: float = 0.0,
     ) -> None:
         self.procfs = procfs
         self.clock = clock
@@ -106,7 +108,10 @@ class Engine:
         self.source_notes = notes
         self.node_name = node_name or os.environ.get("NODE_NAME") or socket.gethostname()
         self._procs: dict[int, ProcState] = {}
-        self._aggregates = Aggregates(ttl_s=terminated_ttl_s, max_terminated=max_terminated)
+        self._aggregates = Aggregates(
+            ttl_s=terminated_ttl_s, max_terminated=max_terminated,
+            min_terminated_joules=min_terminated_joules,
+        )
         self._prev: _Previous | None = None
         self._totals: dict[str, _NodeTotals] = {z: _NodeTotals() for z in power.zones}
 

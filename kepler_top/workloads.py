@@ -3,7 +3,8 @@
 Cumulative joules live here so that they never decrease: a container keeps the energy of its
 processes that exited, a pod keeps its containers'. A workload that ends stays listed as
 ``terminated`` for ``ttl_s``, and at most ``max_terminated`` of them per level are kept, the
-largest energy first, so short-lived pods are seen without lists growing without bound.
+largest energy first, so short-lived pods are seen without lists growing without bound. One
+that ended with less than ``min_terminated_joules`` is listed as terminated once, then dropped.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class _Agg:
     attrs: dict[str, Any]
     last_alive: float
     alive: bool = True
+    listed_dead: bool = False  # has been in one snapshot as terminated
     cpu_seconds: float = 0.0
     joules: dict[str, float] = field(default_factory=dict)
     interval: dict[str, float] = field(default_factory=dict)
@@ -94,9 +96,13 @@ def _rank(item: Any) -> tuple[float, float]:
 class Aggregates:
     """Sums processes into containers, pods and namespaces, and keeps what ended."""
 
-    def __init__(self, *, ttl_s: float = 300.0, max_terminated: int = 500) -> None:
+    def __init__(
+        self, *, ttl_s: float = 300.0, max_terminated: int = 500,
+        min_terminated_joules: float = 0.0,
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_terminated = max_terminated
+        self.min_terminated_joules = min_terminated_joules
         self._dead_procs: dict[tuple[int, int], tuple[Process, float]] = {}
         self._containers: dict[str, _Agg] = {}
         self._pods: dict[str, _Agg] = {}
@@ -289,10 +295,16 @@ class Aggregates:
 
     def _prune(self, now: float) -> None:
         """Drop what ended more than ttl_s ago, and the smallest beyond max_terminated."""
-        def keep(items: dict, ended_at, energy) -> None:
+        def keep(items: dict, ended_at, energy, listed) -> None:
             dead = [k for k, v in items.items() if ended_at(v) is not None]
+            # Below the threshold (Kepler drops terminated workloads under 10 J): gone once it
+            # has been listed as terminated in one snapshot.
+            small = [
+                k for k in dead
+                if energy(items[k]) < self.min_terminated_joules and listed(items[k])
+            ]
             expired = [k for k in dead if now - ended_at(items[k]) > self.ttl_s]
-            for k in expired:
+            for k in {*small, *expired}:
                 del items[k]
             dead = [k for k in dead if k in items]
             if len(dead) > self.max_terminated:
@@ -301,6 +313,13 @@ class Aggregates:
                     del items[k]
 
         p = self._primary
-        keep(self._dead_procs, lambda v: v[1], lambda v: v[0].joules)
+        keep(self._dead_procs, lambda v: v[1], lambda v: v[0].joules, lambda v: v[1] < now)
         for level in (self._containers, self._pods, self._namespaces, self._vms):
-            keep(level, lambda a: None if a.alive else a.last_alive, lambda a: a.joules.get(p, 0.0))
+            keep(level, lambda a: None if a.alive else a.last_alive,
+                 lambda a: a.joules.get(p, 0.0), _listed_dead)
+
+
+def _listed_dead(agg: _Agg) -> bool:
+    """True once the ended workload has been in a snapshot; marks it so on the first call."""
+    seen, agg.listed_dead = agg.listed_dead, True
+    return seen

@@ -53,7 +53,8 @@ class PodApiServer:
         for p in pods or []:
             self.pods[p["metadata"]["uid"]] = self._stamp(p)
         self.forbidden = False
-        self.requests: list[tuple[str, dict]] = []  # ("list" | "watch", query)
+        # ("list" | "watch", query), or ("unserved <path>", query) for anything else asked
+        self.requests: list[tuple[str, dict]] = []
         self.watches: list[_Watch] = []
         server = self
 
@@ -189,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         api = self.api
         if url.path != "/api/v1/pods":
+            with api.lock:
+                api.requests.append(("unserved " + url.path, query))
             self._json(404, status_doc(404, "NotFound", f"the server could not find {url.path}"))
             return
         watching = query.get("watch") in ("true", "1")

@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from kepler_top.kube import RBAC_BY_POD_SOURCE
 from kepler_top.kube.apiserver import ApiServerSource, ConfigUnavailable, load_client
 from kepler_top.kube.pods import PodIndex
 from kepler_top.kube.worker import Backoff, Notices
@@ -63,6 +64,8 @@ def test_lists_only_this_nodes_pods_then_watches_from_the_lists_version(api, sou
     assert watch_query["fieldSelector"] == f"spec.nodeName={NODE}"
     assert watch_query["resourceVersion"] == str(api.version)
     assert watch_query["allowWatchBookmarks"] == "true"
+    # Cluster-wide list and watch of pods, nothing else: what deploy/rbac.yaml grants.
+    assert {k for k, _ in api.requests} == RBAC_BY_POD_SOURCE["apiserver"][("", "pods")]
 
 
 def test_watch_events_add_change_and_delete_pods(api, source_for):
@@ -144,7 +147,7 @@ def test_403_is_said_once_and_names_fill_in_once_allowed(api, source_for, caplog
     assert wait_for(lambda: api.count("list") >= 3)
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "403" in warnings[0] and "get, list and watch on pods" in warnings[0]
+    assert "403" in warnings[0] and "grant list and watch on pods" in warnings[0]
     assert src.index.pod("3f1c2a4e-8b7d-4c1e-9a55-0d2b6e7f8a91") is None
 
     api.forbidden = False

@@ -58,7 +58,7 @@ def test_forbidden_is_said_once_with_the_rbac_to_grant(tmp_path):
         r = run("--kubeconfig", api.kubeconfig(tmp_path / "kubeconfig"), "--interval", "1")
     assert r.returncode == 0, r.stderr
     lines = pod_lines(r.stderr)
-    assert len(lines) == 1 and "403" in lines[0] and "get, list and watch on pods" in lines[0]
+    assert len(lines) == 1 and "403" in lines[0] and "grant list and watch on pods" in lines[0]
 
 
 def test_no_kube_asks_nobody_and_says_nothing(tmp_path):

@@ -212,7 +212,7 @@ class ApiServerSource(SourceThread):
             self.notices.problem(
                 "apiserver",
                 f"pod names: the API server at {self.host} refuses to list pods of node "
-                f"{self.node_name} ({e.status} {e.reason}): grant get, list and watch on pods "
+                f"{self.node_name} ({e.status} {e.reason}): grant list and watch on pods "
                 "(README, 'RBAC'); showing pod UIDs meanwhile",
             )
         else:
