@@ -40,7 +40,12 @@ def advance(root: Path, entry: str, joules: float, *, sysfs: str = "sys") -> Non
     """Add ``joules`` to the ``energy_uj`` counter of a powercap entry (through its class link)."""
     path = root / sysfs / "class" / "powercap" / entry / "energy_uj"
     value = int(path.read_text().strip())
-    path.write_text(f"{value + round(joules * 1e6)}\n")
+    # Written aside and renamed over, as a sysfs read never sees half a number: a reader
+    # running at the same moment (the doctor's live check) gets the old value or the new.
+    real = path.resolve()
+    tmp = real.with_name(real.name + ".new")
+    tmp.write_text(f"{value + round(joules * 1e6)}\n")
+    os.replace(tmp, real)
 
 
 def set_counter(root: Path, entry: str, value_uj: int) -> None:
