@@ -55,7 +55,8 @@ def test_once_json_on_this_machines_proc():
 
 
 def test_once_table_names_the_source_plainly():
-    result = kepler_top("--once", "--interval", "0.2", "--procfs", str(FIXTURES / "rapl-wrap-processes/proc"),
+    result = kepler_top("--once", "--interval", "0.2",
+                        "--procfs", str(FIXTURES / "rapl-wrap-processes/proc"),
                         "--sysfs", str(FIXTURES / "rapl-absent/sys"))
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]

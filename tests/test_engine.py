@@ -177,7 +177,8 @@ def test_unreadable_zone_gives_null_watts_not_zero(node_tree, clock):
     tree = node_tree("cluster-pods")
     engine = tree.engine(clock)
     engine.sample()
-    tree.tick(clock, 1.0, busy=100, idle=100, ticks=TICKS, energy={"intel-rapl:0": 1_000_000, "intel-rapl:1": 1_000_000})
+    tree.tick(clock, 1.0, busy=100, idle=100, ticks=TICKS,
+              energy={"intel-rapl:0": 1_000_000, "intel-rapl:1": 1_000_000})
     tree.energy_path("intel-rapl:0:1").write_text("garbage\n")
     snap = engine.sample()
 
