@@ -67,3 +67,39 @@ class PowerSource(Protocol):
     def read(
         self, *, interval_s: float, cpu_usage_ratio: float
     ) -> Mapping[str, float | None] | None: ...
+
+
+class CounterSource:
+    """The shared half of the meters that read energy counters (rapl-sysfs, rapl-msr).
+
+    A subclass sets ``counters`` (each with a ``zone``) and implements ``_joules(counter,
+    interval_s)``: that counter's energy since its last reading, or None where unknown. Here
+    the counters of one zone on several sockets are summed, and one unknown counter makes its
+    whole zone unknown, never a partial sum.
+    """
+
+    counters: tuple
+    _first: bool = True
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        return tuple(sorted({c.zone for c in self.counters}))
+
+    def _joules(self, counter, interval_s: float) -> float | None:
+        raise NotImplementedError
+
+    def read(
+        self, *, interval_s: float = 0.0, cpu_usage_ratio: float = 0.0
+    ) -> Mapping[str, float | None] | None:
+        first, self._first = self._first, False
+        totals: dict[str, float | None] = {z: 0.0 for z in self.zones}
+        for c in self.counters:
+            # Read even on the first call: that reading is the baseline of the next.
+            joules = self._joules(c, interval_s)
+            if first:
+                continue
+            if joules is None:
+                totals[c.zone] = None
+            elif totals[c.zone] is not None:
+                totals[c.zone] += joules
+        return None if first else totals

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from kepler_top.backends.base import plausible
+from kepler_top.backends.base import CounterSource, plausible
 from kepler_top.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class _Counter:
     register: int
 
 
-class RaplMsr:
+class RaplMsr(CounterSource):
     """Energy per zone from the RAPL MSRs, one CPU read per package (per core for AMD's core).
 
     Args:
@@ -237,7 +237,6 @@ class RaplMsr:
                 "this CPU offers no RAPL package counter; use --source estimator",
             )
         self._last: dict[_Counter, int] = {}
-        self._first = True
         self.dropped = 0
         log.info("rapl-msr: %s, %d packages, energy unit %.3g J, zones %s", vendor,
                  len(packages), self.energy_unit_j, ", ".join(self.zones))
@@ -256,25 +255,6 @@ class RaplMsr:
             if value is not None and value & _COUNTER_MASK:
                 present.append(c)
         return present
-
-    @property
-    def zones(self) -> tuple[str, ...]:
-        return tuple(sorted({c.zone for c in self.counters}))
-
-    def read(
-        self, *, interval_s: float = 0.0, cpu_usage_ratio: float = 0.0
-    ) -> Mapping[str, float | None] | None:
-        first, self._first = self._first, False
-        totals: dict[str, float | None] = {z: 0.0 for z in self.zones}
-        for c in self.counters:
-            joules = self._joules(c, interval_s)
-            if first:
-                continue
-            if joules is None:
-                totals[c.zone] = None
-            elif totals[c.zone] is not None:
-                totals[c.zone] += joules
-        return None if first else totals
 
     def _joules(self, c: _Counter, interval_s: float) -> float | None:
         try:

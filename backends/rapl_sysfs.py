@@ -6,9 +6,8 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Mapping
 
-from kepler_top.backends.base import die_of, plausible, zone_name
+from kepler_top.backends.base import CounterSource, die_of, plausible, zone_name
 from kepler_top.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,7 +194,7 @@ def probe(counter: Counter) -> str | None:
     return None
 
 
-class RaplSysfs:
+class RaplSysfs(CounterSource):
     """Energy per zone from powercap counters, each counter unwrapped on its own.
 
     A zone is unknown (None) for an interval when any of its counters could not be read, went
@@ -234,29 +233,9 @@ class RaplSysfs:
         self.dropped: dict[str, int] = {}
         self.stuck: dict[str, int] = {}
         self._last: dict[str, int] = {}
-        self._first = True
         self._warned: set[tuple[str, str]] = set()
         log.info("rapl-sysfs: %d counters: %s", len(self.counters),
                  ", ".join(f"{c.entry}={c.kernel_name}" for c in self.counters))
-
-    @property
-    def zones(self) -> tuple[str, ...]:
-        return tuple(sorted({c.zone for c in self.counters}))
-
-    def read(
-        self, *, interval_s: float = 0.0, cpu_usage_ratio: float = 0.0
-    ) -> Mapping[str, float | None] | None:
-        first, self._first = self._first, False
-        totals: dict[str, float | None] = {z: 0.0 for z in self.zones}
-        for c in self.counters:
-            joules = self._joules(c, interval_s)
-            if first:
-                continue
-            if joules is None:
-                totals[c.zone] = None
-            elif totals[c.zone] is not None:
-                totals[c.zone] += joules
-        return None if first else totals
 
     def _joules(self, c: Counter, interval_s: float) -> float | None:
         """The counter's energy since its last reading; None where it cannot be known."""

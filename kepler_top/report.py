@@ -21,7 +21,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from kepler_top.errors import UsageError
 from kepler_top.output import fmt_watts

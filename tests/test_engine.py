@@ -61,7 +61,7 @@ def test_wall_clock_stepping_back_two_hours_changes_no_watts(node_tree):
     walls = iter([WALL_EPOCH, WALL_EPOCH + 1.0 - 7200.0])
     steady = tree.engine(clock, wall_clock=lambda: WALL_EPOCH + clock())
     stepped = tree.engine(clock, wall_clock=lambda: next(walls))
-    a0, b0 = steady.sample(), stepped.sample()
+    _, b0 = steady.sample(), stepped.sample()
 
     tree.tick(clock, 1.0, busy=400, idle=100, ticks={1001: 100, 2001: 300},
               energy={PKG: 30_000_000, "intel-rapl:1": 10_000_000})

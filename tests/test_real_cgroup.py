@@ -9,7 +9,6 @@ use the same hierarchies at the same time.
 from __future__ import annotations
 
 import errno
-import os
 import secrets
 import subprocess
 import sys
