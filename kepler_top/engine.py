@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 from kepler_top import cgroup, procfs, vms
 from kepler_top.backends.base import PowerSource, primary_zone
 from kepler_top.backends.estimator import LinearModel
+from kepler_top.errors import UsageError
 from kepler_top.snapshot import Node, NodeZone, Snapshot
 from kepler_top.sources import open_source
 from kepler_top.workloads import Aggregates, PodInfo, ProcState
@@ -89,15 +90,9 @@ class Engine:
         self.clock = clock
         self.wall_clock = wall_clock
         self.metadata = metadata
-        procfs_check = procfs.rstrip("/") or "/"
-        if not os.path.isdir(procfs_check):
-            from kepler_top.errors import UsageError
-
-            raise UsageError(f"--procfs {procfs}: no such directory", "give the path of a /proc")
-        if not os.path.isdir(sysfs):
-            from kepler_top.errors import UsageError
-
-            raise UsageError(f"--sysfs {sysfs}: no such directory", "give the path of a /sys")
+        for flag, root, what in (("--procfs", procfs, "/proc"), ("--sysfs", sysfs, "/sys")):
+            if not os.path.isdir(root):
+                raise UsageError(f"{flag} {root}: no such directory", f"give the path of a {what}")
         if power is None:
             power, notes = open_source(
                 source, sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu, model=model
