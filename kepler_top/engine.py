@@ -160,6 +160,7 @@ class Engine:
                 (joules - act) / interval_s,
             )
 
+        primary = primary_zone(tuple(zones))
         result = self._aggregates.attribute(
             now=now,
             interval_s=interval_s,
@@ -169,7 +170,7 @@ class Engine:
             zones=tuple(zones),
             metadata=self.metadata,
             first=prev is None,
-            primary=primary_zone(tuple(zones)),
+            primary=primary,
         )
         self._prev = _Previous(now, cpu, uptime)
         node = Node(
@@ -177,7 +178,7 @@ class Engine:
             source=self.power.name,
             estimated=self.power.estimated,
             cpu_usage_ratio=ratio,
-            primary_zone=primary_zone(tuple(zones)),
+            primary_zone=primary,
             zones=zones,
             source_notes=dict(self.source_notes),
         )
