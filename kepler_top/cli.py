@@ -39,8 +39,11 @@ def interval_arg(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0 or value > 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 3600 seconds")
+    # /proc/stat and process CPU times count in kernel clock ticks (10 ms): a shorter
+    # interval would see either no tick or a whole one, and swing between 0 and 100 % busy.
+    if not math.isfinite(value) or value < 0.01 or value > 3600:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be at least 0.01 (one kernel clock tick) and at most 3600 seconds")
     return value
 
 
@@ -53,7 +56,7 @@ def add_common(parser: argparse.ArgumentParser, *, suppress: bool = False) -> No
 
     g = parser.add_argument_group("common options")
     g.add_argument("--interval", type=interval_arg, default=d(None), metavar="SECONDS",
-                   help="sampling interval (default 2 s; 5 s for export)")
+                   help="sampling interval (default 2 s; 5 s for export and record)")
     g.add_argument("--source", default=d("auto"),
                    choices=("auto", "rapl-sysfs", "rapl-msr", "estimator"),
                    help="power source (default auto: rapl-sysfs, then rapl-msr, then estimator)")
@@ -174,6 +177,12 @@ def run_once(args: argparse.Namespace) -> int:
 def run_tui(args: argparse.Namespace) -> int:
     from kepler_top.tui.app import KeplerTopApp, LiveFeed
 
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # As top without -b: a screen drawn into a pipe or a file is only escape codes.
+        raise UsageError(
+            "the interactive TUI needs a terminal on stdin and stdout",
+            "use --once [--format json|csv] to print, or 'record' to keep snapshots",
+        )
     engine = make_engine(args)
     app = KeplerTopApp(LiveFeed(engine), interval_s=args.interval)
     app.run()
@@ -209,3 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (`kepler-top --once | head`): not our failure.
         sys.stderr.close()
         return 0
+    except OSError as e:
+        # Most often writing our output failed (a full disk behind `> file`); files we read
+        # are translated where they are read, with a message of their own.
+        if args.debug:
+            raise
+        where = e.filename or "writing output"
+        print(f"{PROG}: error: {where}: {e.strerror or e}: check the disk and the path",
+              file=sys.stderr)
+        return 1

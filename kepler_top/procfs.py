@@ -46,7 +46,18 @@ def read_cpu_times(procfs: str) -> CpuTimes:
     for line in text.splitlines():
         if line.startswith("cpu "):
             # user nice system idle iowait irq softirq steal; guest time is already in user.
-            fields = [int(x) for x in line.split()[1:9]]
+            try:
+                fields = [int(x) for x in line.split()[1:9]]
+            except ValueError:
+                raise KeplerTopError(
+                    f"{path}: the 'cpu' line is not numbers: {line[:60]!r}",
+                    "point --procfs at a mounted /proc",
+                ) from None
+            if len(fields) < 4:
+                raise KeplerTopError(
+                    f"{path}: the 'cpu' line has {len(fields)} fields, fewer than 4",
+                    "point --procfs at a mounted /proc",
+                )
             fields += [0] * (8 - len(fields))
             total = sum(fields)
             busy = total - fields[3] - fields[4]

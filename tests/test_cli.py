@@ -96,7 +96,7 @@ def test_malformed_model_file_is_one_line_exit_1(tmp_path, case):
 
 @pytest.mark.parametrize("args, status, words", [
     (["--interval", "abc"], 2, ["--interval", "'abc' is not a number"]),
-    (["--interval", "0"], 2, ["--interval", "more than 0"]),
+    (["--interval", "0"], 2, ["--interval", "at least 0.01"]),
     (["--interval", "nan"], 2, ["--interval"]),
     (["--interval", "-5"], 2, ["--interval"]),
     (["--sysfs", "/nonexistent/kepler-top-sys"], 2, ["--sysfs /nonexistent/kepler-top-sys"]),
@@ -120,3 +120,30 @@ def test_once_csv_has_a_node_row_and_one_row_per_workload():
     assert float(rows[0]["watts"]) > 0
     assert {r["level"] for r in rows} <= {"node", "namespace", "pod", "container", "process"}
     assert all(r["estimated"] in ("true", "false") for r in rows)
+
+
+def test_garbage_cpu_line_in_proc_stat_is_one_line_error(tmp_path):
+    (tmp_path / "stat").write_text("cpu  a b c d\ncpu0 1 2 3 4\n")
+    result = kepler_top("--once", "--procfs", str(tmp_path), "--source", "estimator")
+    assert_one_line_error(result, 1, f"{tmp_path}/stat", "not numbers")
+
+
+def test_output_to_a_full_device_is_one_line_error():
+    argv = [sys.executable, "-m", "kepler_top", "--once", "--interval", "0.1",
+            "--format", "json", "--no-kube"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True,
+                                timeout=60)
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode == 1
+    assert lines == ["kepler-top: error: writing output: No space left on device: "
+                     "check the disk and the path"]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_tui_without_a_terminal_says_what_to_use_instead():
+    result = subprocess.run([sys.executable, "-m", "kepler_top", "--no-kube"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=60)
+    assert_one_line_error(result, 2, "needs a terminal", "--once")
+    assert result.stdout == ""

@@ -207,5 +207,30 @@ async def test_terminated_rows_stay_listed_but_dimmed(node_tree):
         table = app.query_one(WorkloadTable)
         keys = row_keys(table)
         row = table.get_row_at(keys.index("2001:terminated:None"))
-        assert row[3].plain == "terminated"
-        assert [str(s.style) for s in row[3].spans] == ["dim"]
+        assert row[5].plain == "terminated"
+        assert [str(s.style) for s in row[5].spans] == ["dim"]
+
+
+@run_async
+async def test_ctrl_c_quits_as_in_top():
+    app = KeplerTopApp(FailingFeed(), interval_s=HOUR)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not app.is_running
+
+
+@run_async
+async def test_figures_kept_after_sampling_fails_are_marked_stale(node_tree):
+    feed = cluster_feed(node_tree)
+    app = KeplerTopApp(feed, interval_s=HOUR)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await settle(pilot)
+        assert "STALE" not in text_of(app, NodeHeader)
+        # From now on the real engine samples a tree whose /proc/stat has gone.
+        (feed.tree.proc / "stat").unlink()
+        feed.next = feed.engine.sample
+        app.sample()
+        await settle(pilot)
+        assert "STALE: sampling is failing" in text_of(app, NodeHeader)

@@ -37,6 +37,9 @@ class KeplerTopApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "kepler-top"
+    # The palette's commands (themes, screenshots) are Textual's, not ours: one less key to
+    # explain, and ctrl+p stays free.
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("1", "view('namespaces')", "Namespaces"),
         Binding("2", "view('pods')", "Pods"),
@@ -50,6 +53,8 @@ class KeplerTopApp(App[int]):
         Binding("r", "record", "Record"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        # top and htop quit on ctrl+c; Textual's default only explains ctrl+q.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(self, feed: Feed, *, interval_s: float = 2.0, view: str | None = None) -> None:
@@ -110,9 +115,12 @@ class KeplerTopApp(App[int]):
             log.error("sample failed: %s", message, extra={"notified": True})
             self.notify(message, title="Sampling failed", severity="error", timeout=10)
         self._failing = True
+        self.render_snapshot()
 
     def _received(self, snap: Snapshot) -> None:
-        self._failing = False
+        recovered, self._failing = self._failing, False
+        if recovered and self.paused:
+            self.render_snapshot()
         if not self._view_chosen:
             # A node without pods would open on an empty namespaces table: show processes.
             self._view_chosen = True
@@ -127,7 +135,8 @@ class KeplerTopApp(App[int]):
     def render_snapshot(self) -> None:
         view = VIEWS[self.view_name]
         snap = self.snapshot
-        self.header_widget.show(snap, feed_label=self.feed.label, paused=self.paused)
+        self.header_widget.show(snap, feed_label=self.feed.label, paused=self.paused,
+                                stale=self._failing)
         self.title_widget.update(self._view_title(snap, view, self.table.max_rows))
         self.table.show(snap, view)
 

@@ -12,7 +12,11 @@ from kepler_top.snapshot import Snapshot
 class NodeHeader(Static):
     """Renders the node-level figures of one snapshot."""
 
-    def show(self, snap: Snapshot | None, *, feed_label: str, paused: bool = False) -> None:
+    def show(
+        self, snap: Snapshot | None, *, feed_label: str, paused: bool = False,
+        stale: bool = False,
+    ) -> None:
+        """Render ``snap``; ``stale`` marks figures kept from before sampling started failing."""
         if snap is None:
             self.update(Text("kepler-top: waiting for the first sample…", style="dim"))
             return
@@ -29,6 +33,8 @@ class NodeHeader(Static):
         t.append(f"  [{feed_label}]")
         if paused:
             t.append("  PAUSED", style="bold reverse")
+        if stale:
+            t.append("  STALE: sampling is failing", style="bold red")
         t.append("\n")
         if snap.interval_seconds <= 0:
             t.append("measuring… the first figures come after one interval", style="dim")

@@ -72,8 +72,10 @@ def _containers(snap: Snapshot):
 def _processes(snap: Snapshot):
     for p in snap.processes:
         key = f"{p.pid}:{p.state}:{p.exe}"
-        yield key, [_num(str(p.pid)), p.comm, short_id(p.container_id), p.state,
-                    _num(f"{p.cpu_seconds:.1f}"), *_figures(p, snap), p.exe or "-"], p
+        # Figures before names, as htop has them: a long kernel thread name or executable
+        # path then runs off the right edge, never the watts.
+        yield key, [_num(str(p.pid)), *_figures(p, snap), _num(f"{p.cpu_seconds:.1f}"),
+                    p.state, short_id(p.container_id), p.comm, p.exe or "-"], p
 
 
 def _vms(snap: Snapshot):
@@ -94,7 +96,7 @@ VIEWS: dict[str, View] = {
                        ("CONTAINER", "POD", "RUNTIME", "STATE", "CPU s", "WATTS", "SHARE",
                         "JOULES"), _containers),
     "processes": View("processes", "Processes",
-                      ("PID", "COMM", "CONTAINER", "STATE", "CPU s", "WATTS", "SHARE", "JOULES",
+                      ("PID", "WATTS", "SHARE", "JOULES", "CPU s", "STATE", "CONTAINER", "COMM",
                        "EXE"), _processes),
     "vms": View("vms", "Virtual machines",
                 ("VM", "ID", "HYPERVISOR", "POD", "STATE", "WATTS", "SHARE", "JOULES"), _vms),
