@@ -17,6 +17,8 @@ class Notices:
 
     def problem(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
         """Say ``message`` unless this problem (``key``) was already said and not cleared."""
+        # One line, whatever a parser or a server put in the text it was built from.
+        message = " ".join(message.split())
         with self._lock:
             if key in self._said:
                 return
