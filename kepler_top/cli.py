@@ -113,10 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0, **options):
+def make_engine(
+    args: argparse.Namespace, *, default_interval: float = 2.0, announce: bool = True,
+    **options,
+):
     """The engine for these flags; fills args.interval with the mode's default.
 
-    ``options`` go to ``Engine`` as they are (a mode's retention settings, for instance)."""
+    ``announce`` says on stderr which source ``auto`` chose and why (a mode that logs its
+    start-up in its own format says it there instead). ``options`` go to ``Engine`` as they
+    are (a mode's retention settings, for instance)."""
     from kepler_top.engine import Engine
 
     if args.interval is None:
@@ -137,7 +142,7 @@ def make_engine(args: argparse.Namespace, *, default_interval: float = 2.0, **op
         # The pod sources' threads must end before the interpreter does: a daemon thread that
         # logs while Python shuts down can abort the whole process (seen as SIGABRT).
         atexit.register(close)
-    if engine.source_notes:
+    if announce and engine.source_notes:
         passed = "; ".join(engine.source_notes.values())
         print(f"{PROG}: source {engine.source} (passed over: {passed})", file=sys.stderr)
     return engine
