@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from kepler_top.errors import KeplerTopError
+from kepler_top.errors import KeplerTopError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def load_model(path: str) -> Model:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except FileNotFoundError:
-        raise KeplerTopError(f"--model {path}: no such file", "give the path of a model file")
+        raise UsageError(f"--model {path}: no such file", "give the path of a model file")
     except (OSError, UnicodeDecodeError) as e:
         raise KeplerTopError(f"--model {path}: cannot read: {e}", "check the file")
     except json.JSONDecodeError as e:

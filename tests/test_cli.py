@@ -104,7 +104,7 @@ def test_malformed_model_file_is_one_line_exit_1(tmp_path, case):
     (["--source", "rapl-sysfs", "--sysfs", str(FIXTURES / "rapl-absent/sys")], 1,
      ["rapl-sysfs", "no RAPL zones", "estimator"]),
     (["--source", "bogus"], 2, ["--source"]),
-    (["--model", "/nonexistent/model.json"], 1, ["--model /nonexistent/model.json"]),
+    (["--model", "/nonexistent/model.json"], 2, ["--model /nonexistent/model.json"]),
 ])
 def test_bad_input_is_one_clear_line(args, status, words):
     result = kepler_top("--once", "--interval", "0.1", *args) if args[0] != "--interval" \
