@@ -117,6 +117,8 @@ def _size(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from kepler_top.cli import make_engine
 
+    if not args.output:
+        raise UsageError("-o needs a file name", "give one, e.g. -o run.jsonl.gz")
     if args.output == "-":
         raise UsageError("-o -: a recording must be a file", "give a file name")
     engine = make_engine(args, default_interval=DEFAULT_INTERVAL_S)

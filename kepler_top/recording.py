@@ -93,6 +93,9 @@ class RecordingWriter:
         self.lines = 0  # snapshot lines written (the header not counted)
         self.gzip = is_gzip_name(path)
         self._fd = -1
+        if os.path.isdir(path):
+            raise RecordingError(f"{path} is a directory",
+                                 f"give a file name, e.g. {os.path.join(path, 'run.jsonl.gz')}")
         if append and os.path.exists(path):
             self.header, self.bytes = _ready_to_append(path, node)
             flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -342,6 +345,9 @@ class RecordingReader:
         except ValueError:
             doc = None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            if first.data.lstrip().startswith(b'{"format":"%s"' % FORMAT.encode()):
+                raise RecordingError(f"{self.path}: its header line is cut short",
+                                     "the writer stopped before any snapshot; record again")
             raise RecordingError(f"{self.path} is not a kepler-top recording (no header line)",
                                  "give a file written by kepler-top record")
         if doc.get("version") != VERSION:
@@ -371,6 +377,11 @@ class RecordingReader:
             try:
                 json.loads(rest)
             except ValueError:
+                if number == 1:
+                    # Nothing but one unended line: no header cut short, just another file.
+                    # The header check names it.
+                    yield Line(number, rest)
+                    return
                 self.dropped += 1
                 self.warn(f"line {number} is cut short (the writer stopped mid-line); dropped")
                 return

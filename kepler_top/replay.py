@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="a recording (kepler-top record)")
     parser.add_argument("--speed", type=_speed, default=1.0,
                         help="times faster than recorded (default 1: real speed)")
-    parser.add_argument("--view", choices=tuple(VIEWS), default="namespaces",
-                        help="the view shown first (default namespaces)")
+    parser.add_argument("--view", choices=tuple(VIEWS), default=None,
+                        help="the view shown first (default namespaces, or processes when the "
+                             "recording has no pods)")
 
 
 def run(args: argparse.Namespace) -> int:

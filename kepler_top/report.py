@@ -25,11 +25,12 @@ from typing import Any, Callable
 
 from kepler_top.errors import UsageError
 from kepler_top.output import fmt_watts
-from kepler_top.recording import RecordingReader, parse_moment, parse_time
+from kepler_top.recording import RecordingError, RecordingReader, parse_moment, parse_time
 
 HELP = "energy per workload over a recording (joules, Wh, average and peak watts, share)"
 LEVELS = ("namespace", "pod", "container", "process")
 JOULES_PER_WH = 3600.0
+ESTIMATOR = "estimator"  # the one source whose figures are a model, not a meter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,12 +70,14 @@ class _Row:
         self.base = self.last = joules
 
 
-def _process_key(p: dict[str, Any]) -> tuple:
-    # Limitation: the snapshot carries no start time, so a process is (pid, comm, exe); a
-    # reused PID is told apart only when its count restarts lower or the old one is seen
-    # ending, which catches every case but a new process that in its first interval uses
-    # more than the old one did in its whole life.
-    return (p["pid"], p["comm"], p.get("exe"))
+def _process_key(p: dict[str, Any]) -> int:
+    # A process is its PID: its comm changes under it (kworker threads, a program writing
+    # /proc/self/comm) and its exe with an exec, while its cumulative joules count on; its
+    # names are shown from its latest snapshot.
+    # Limitation: the snapshot carries no start time, so a reused PID is told apart only when
+    # its count restarts lower or the old one is seen ending, which catches every case but a
+    # new process that in its first interval uses more than the old one did in its whole life.
+    return p["pid"]
 
 
 # Per level: the snapshot's list, the key of an entry, and the names a report shows.
@@ -211,7 +214,9 @@ def report(path: str, *, by: str = "pod", start: str | None = None, end: str | N
         docs = reader.documents()
         first = next(docs, None)
         if first is None:
-            raise UsageError(f"{path} holds no snapshots", "record for at least one interval")
+            # A file problem, not a usage one: exit 1 (RecordingError), like a damaged file.
+            raise RecordingError(f"{path} holds no snapshots (only its header)",
+                                 "record for at least one interval")
         # Times of day and offsets count from the first snapshot: the data's own clock.
         anchor = parse_time(first["timestamp"])
         window = [_moment(flag, text, anchor) for flag, text in (("--from", start),
@@ -219,6 +224,11 @@ def report(path: str, *, by: str = "pod", start: str | None = None, end: str | N
         if window[0] and window[1] and window[1] < window[0]:
             raise UsageError(f"--to {end} is before --from {start}", "swap them")
         reporter = Reporter(by, start=window[0], end=window[1])
+        # What the header says, for a window before the first snapshot; snapshots in the
+        # window say it again (and may say more: an estimate is marked per snapshot).
+        t = reporter.totals
+        t.node, t.source = reader.header.node, reader.header.source
+        t.estimated = reader.header.source == ESTIMATOR
         if reporter.add(first):
             for doc in docs:
                 if not reporter.add(doc):
@@ -238,8 +248,12 @@ def _moment(flag: str, text: str | None, anchor: datetime) -> datetime | None:
 
 
 def as_dict(t: Totals, path: str) -> dict[str, Any]:
-    """The report as a JSON document; joules unrounded, as the recording holds them."""
-    node_j = t.node_joules()
+    """The report as a JSON document; joules unrounded, as the recording holds them.
+
+    A window that holds no interval (between two snapshots, or outside the recording) has
+    unknown energy: its joules are null and it lists no workload, rather than 0.0 J each.
+    """
+    node_j = t.node_joules() if t.snapshots else None
     names = _LEVELS[t.by][2]
     rows = sorted(t.rows.values(), key=lambda r: -r.joules)
     return {
@@ -248,7 +262,7 @@ def as_dict(t: Totals, path: str) -> dict[str, Any]:
         "snapshots": t.snapshots,
         "node_energy": {
             "joules": node_j, "wh": _wh(node_j),
-            "active_joules": t.node_joules("active_joules"),
+            "active_joules": t.node_joules("active_joules") if t.snapshots else None,
             "avg_watts": node_j / t.seconds if node_j is not None and t.seconds else None,
             "peak_watts": t.node_rows["joules"].peak_watts if "joules" in t.node_rows else None,
         },
@@ -257,7 +271,7 @@ def as_dict(t: Totals, path: str) -> dict[str, Any]:
              "avg_watts": r.joules / r.running_s if r.running_s else None,
              "peak_watts": r.peak_watts,
              "share": r.joules / node_j if node_j else None}
-            for r in rows
+            for r in rows if t.snapshots
         ],
     }
 
@@ -284,8 +298,11 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def render_table(doc: dict[str, Any]) -> str:
-    """The report for people: a summary, then one row per workload, most energy first."""
+def render_table(doc: dict[str, Any], *, windowed: bool = True) -> str:
+    """The report for people: a summary, then one row per workload, most energy first.
+
+    ``windowed``: whether --from/--to chose the window (what to say when it is empty).
+    """
     kind = "estimated" if doc["estimated"] else "measured"
     n = doc["node_energy"]
     lines = [
@@ -296,6 +313,11 @@ def render_table(doc: dict[str, Any]) -> str:
         f"average {fmt_watts(n['avg_watts'])} W, peak {fmt_watts(n['peak_watts'])} W; "
         f"active {_num(n['active_joules'], '.1f')} J",
     ]
+    if not doc["snapshots"]:
+        why = ("widen --from/--to" if windowed else
+               "a run's first snapshot is only its starting point; record longer")
+        lines[1:] = [f"window holds no interval of the recording: no energy to report ({why})"]
+        return "\n".join(lines) + "\n"
     level = doc["by"]
     workloads = doc["workloads"]
     header = [*_NAME_COLUMNS[level], "STATE", "JOULES", "WH", "AVG W", "PEAK W", "SHARE"]
@@ -361,5 +383,6 @@ def run(args: argparse.Namespace) -> int:
     elif fmt == "csv":
         sys.stdout.write(render_csv(doc))
     else:
-        sys.stdout.write(render_table(doc))
+        windowed = args.start is not None or args.end is not None
+        sys.stdout.write(render_table(doc, windowed=windowed))
     return 0

@@ -73,6 +73,13 @@ class FixtureNode:
     def end_process(self, pid: int) -> None:
         shutil.rmtree(self.proc / str(pid))
 
+    def rename_process(self, pid: int, comm: str) -> None:
+        """What writing /proc/<pid>/comm does: the stat line's name changes, the process not."""
+        f = self.proc / str(pid) / "stat"
+        text = f.read_text()
+        _, _, rest = text.rpartition(") ")
+        f.write_text(f"{pid} ({comm}) {rest}")
+
     def _add_uj(self, entry: str, joules: float) -> None:
         f = self.sys / "class" / "powercap" / entry / "energy_uj"
         f.write_text(f"{int(f.read_text()) + round(joules * 1e6)}\n")

@@ -239,3 +239,21 @@ def test_append_continues_a_recording_and_report_adds_both_runs(tmp_path):
     proc = _record(out, "--count", "1")
     _, err = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 1 and "already exists" in err and "--append" in err
+
+
+def _record_in_process(out, capsys):
+    code = main(["record", "-o", out, "--count", "1", "--procfs", str(TREE / "proc"),
+                 "--sysfs", str(TREE / "sys"), "--source", "estimator",
+                 "--node-name", "fixture-node", "--no-kube"])
+    return code, capsys.readouterr().err
+
+
+def test_an_empty_output_name_is_refused_as_such(capsys):
+    code, err = _record_in_process("", capsys)
+    assert code == 2 and "-o needs a file name" in err and err.count("\n") == 1
+
+
+def test_a_directory_as_output_is_named_a_directory(tmp_path, capsys):
+    code, err = _record_in_process(str(tmp_path), capsys)
+    assert code == 1 and f"{tmp_path} is a directory" in err and "--append" not in err
+    assert err.count("\n") == 1

@@ -190,3 +190,28 @@ def test_append_to_a_torn_gzip_or_another_node_is_refused(tmp_path, snaps):
     _write(other, snaps[:1])
     with pytest.raises(RecordingError, match="records node fixture-node, not web-3"):
         RecordingWriter(str(other), node="web-3", source="rapl-sysfs", append=True)
+
+
+def test_a_gzip_file_that_is_not_a_recording_says_so(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(b"hello"))
+    warnings = []
+    with pytest.raises(RecordingError) as e:
+        RecordingReader(str(path), warn=warnings.append)
+    assert "is not a kepler-top recording" in str(e.value) and str(path) in str(e.value)
+    assert warnings == []
+
+
+def test_a_header_cut_short_says_so(tmp_path):
+    path = tmp_path / "torn.jsonl"
+    path.write_bytes(b'{"format":"kepler-top-recording","vers')
+    with pytest.raises(RecordingError, match="header line is cut short"):
+        RecordingReader(str(path))
+
+
+def test_a_directory_is_not_a_recording_to_create(tmp_path):
+    for append in (False, True):
+        with pytest.raises(RecordingError) as e:
+            RecordingWriter(str(tmp_path), node="n", source="estimator", append=append)
+        assert f"{tmp_path} is a directory" in str(e.value)
+        assert "--append" not in str(e.value)

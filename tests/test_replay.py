@@ -226,3 +226,129 @@ async def _header_only(tmp_path):
     async with app.run_test() as pilot:
         await _settle(app, pilot)
         assert any("holds no snapshots" in n.message for n in app._notifications)
+
+
+def test_jump_past_the_end_stays_and_step_and_resume_go_on(recording):
+    asyncio.run(_jump_past_the_end_stays(recording))
+
+
+async def _jump_past_the_end_stays(recording):
+    path, snaps = recording
+    app = ReplayApp(ReplayFeed(path, speed=1 / 64))
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        await pilot.press("space")
+        for _ in range(2):
+            await pilot.press("full_stop")
+            await _settle(app, pilot)
+        app.jump(parse_time("2030-01-01T00:00Z"))
+        await _settle(app, pilot)
+        assert any("ends before" in n.message for n in app._notifications)
+        # Where it was: the same snapshot, its place, and not at the end.
+        assert app.snapshot.timestamp == snaps[2].timestamp
+        assert (app.feed.index, app.feed.ended) == (3, False)
+        assert f"(#3 of {len(snaps)})" in _header(app) and "END" not in _header(app)
+        await pilot.press("full_stop")
+        await _settle(app, pilot)
+        assert app.snapshot.timestamp == snaps[3].timestamp and app.feed.index == 4
+        app.feed.speed = 1024.0
+        await pilot.press("space")  # resume: plays on to the end
+        for _ in range(200):
+            if app.feed.ended:
+                break
+            await _settle(app, pilot)
+        assert app.snapshot.timestamp == snaps[-1].timestamp
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_pacing_counts_from_when_the_last_snapshot_was_due_not_drawn(recording):
+    path, _ = recording
+    app = ReplayApp(ReplayFeed(path, speed=1))
+    app.clock = clock = FakeClock()
+    assert app.wait_for(5.0) == 5.0  # the first wait counts from now
+    clock.now += 5.0 + 2.0  # the timer fired on time, then drawing took 2 s
+    assert app.wait_for(5.0) == 3.0
+    clock.now += 3.0 + 9.0  # drawing took longer than the interval: behind, so no wait
+    assert app.wait_for(5.0) == 0.0
+    clock.now += 0.5
+    assert app.wait_for(5.0) == 0.5  # catching up: due 5 s after the last was due
+    app.feed.speed = 8.0
+    clock.now += 0.5 + 0.25
+    assert app.wait_for(5.0) == 0.375  # 5 s at x8 is 0.625 s, of which drawing took 0.25
+
+
+def test_help_is_the_replay_help_and_r_is_not_offered(recording):
+    asyncio.run(_replay_help(recording))
+
+
+async def _replay_help(recording):
+    from kepler_top.tui.replay_app import ReplayHelpScreen
+
+    path, _ = recording
+    app = ReplayApp(ReplayFeed(path, speed=1 / 64))
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        bindings = app.active_bindings
+        assert not bindings["r"].binding.show
+        shown = {b.binding.key for b in bindings.values() if b.binding.show}
+        assert {"space", "full_stop", "g", "plus", "minus", "question_mark"} <= shown
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, ReplayHelpScreen)
+        text = "\n".join(str(s.render()) for s in app.screen.query("Static"))
+        assert "sampling goes on" not in text and "r  record" not in text
+        for key in ("space", ".  or  →", "g ", "+  /  -", "4  processes"):
+            assert key in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ReplayHelpScreen)
+
+
+@pytest.fixture(scope="module")
+def podless(tmp_path_factory, recording):
+    """The recording with every pod, container and namespace taken out (a bare host)."""
+    _, snaps = recording
+    path = tmp_path_factory.mktemp("podless") / "host.jsonl"
+    with RecordingWriter(str(path), node="host", source="rapl-sysfs") as w:
+        for s in snaps:
+            doc = s.to_dict()
+            for key in ("pods", "containers", "namespaces"):
+                doc[key] = []
+            w.write(doc)
+    return str(path)
+
+
+@pytest.mark.parametrize("view, opens_on", [(None, "processes"), ("namespaces", "namespaces")])
+def test_a_recording_without_pods_opens_on_processes_unless_told(podless, view, opens_on):
+    asyncio.run(_podless(podless, view, opens_on))
+
+
+async def _podless(path, view, opens_on):
+    app = ReplayApp(ReplayFeed(path, speed=1 / 64), view=view)
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        assert app.view_name == opens_on
+
+
+def test_a_recording_with_pods_opens_on_namespaces_and_speed_reads_as_a_fraction(recording):
+    asyncio.run(_with_pods(recording))
+
+
+async def _with_pods(recording):
+    path, _ = recording
+    app = ReplayApp(ReplayFeed(path, speed=1 / 64))
+    async with app.run_test() as pilot:
+        await _settle(app, pilot)
+        assert app.view_name == "namespaces"
+        assert "x1/64" in _header(app) and "0.015625" not in _header(app)
+        await pilot.press("plus")
+        assert "x1/32" in _header(app)

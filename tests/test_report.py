@@ -33,13 +33,13 @@ def _report(capsys, *argv):
 
 KEYS = {
     "pod": lambda w: w["uid"], "namespace": lambda w: w["namespace"],
-    "container": lambda w: w["id"], "process": lambda w: (w["pid"], w["comm"]),
+    "container": lambda w: w["id"], "process": lambda w: w["pid"],
 }
 LISTS = {
     "pod": lambda s: {p.uid: p.joules for p in s.pods},
     "namespace": lambda s: {n.name: n.joules for n in s.namespaces},
     "container": lambda s: {c.id: c.joules for c in s.containers},
-    "process": lambda s: {(p.pid, p.comm): p.joules for p in s.processes},
+    "process": lambda s: {p.pid: p.joules for p in s.processes},
 }
 
 
@@ -172,3 +172,58 @@ def test_unknown_recording_is_one_line_exit_1(tmp_path, capsys):
     assert main(["report", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "version 7" in err
+
+
+def test_a_process_whose_comm_changes_is_one_row_counted_once(tmp_path, capsys):
+    node = FixtureNode(tmp_path)
+    snaps = [node.sample(), node.step(5, package_j=10, core_j=5, ticks={101: 30, 102: 10})]
+    # Like a kworker, or a program writing /proc/self/comm: same process, a new name.
+    node.rename_process(101, "checkout-w1")
+    for _ in range(2):
+        snaps.append(node.step(5, package_j=10, core_j=5, ticks={101: 30, 102: 10}))
+    assert {p.comm for s in snaps for p in s.processes if p.pid == 101} == {
+        "checkout", "checkout-w1"}
+    doc = _report(capsys, _record(tmp_path / "r.jsonl", snaps), "--by", "process")
+    rows = [w for w in doc["workloads"] if w["pid"] == 101]
+    last = next(p for p in snaps[-1].processes if p.pid == 101)
+    assert [(w["comm"], w["joules"]) for w in rows] == [("checkout-w1", last.joules)]
+    total = sum(w["joules"] for w in doc["workloads"])
+    assert total <= doc["node_energy"]["active_joules"] * (1 + 1e-12)
+    assert rows[0]["avg_watts"] <= rows[0]["peak_watts"] * (1 + 1e-12)
+
+
+def test_a_window_before_the_first_snapshot_names_the_node_and_holds_nothing(
+        tmp_path, capsys, snaps):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    doc = _report(capsys, path, "--by", "pod", "--to", "2025-11-24T15:00:00Z")
+    assert (doc["node"], doc["source"], doc["estimated"]) == (
+        "fixture-node", "rapl-sysfs", False)
+    assert doc["snapshots"] == 0 and doc["workloads"] == []
+    # Unknown, not zero: no interval of the recording is in the window.
+    assert doc["node_energy"]["joules"] is None
+    assert doc["node_energy"]["active_joules"] is None
+    assert main(["report", path, "--to", "2025-11-24T15:00:00Z"]) == 0
+    table = capsys.readouterr().out
+    assert "node fixture-node  source rapl-sysfs (measured)" in table
+    assert "window holds no interval" in table and "0.0 J" not in table
+
+
+def test_a_window_between_two_snapshots_holds_no_interval(tmp_path, capsys, snaps):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    doc = _report(capsys, path, "--from", "16:00:11", "--to", "16:00:14")
+    assert doc["snapshots"] == 0 and doc["node_energy"]["joules"] is None
+
+
+def test_a_baseline_only_recording_says_it_holds_no_interval(tmp_path, capsys, snaps):
+    path = _record(tmp_path / "one.jsonl", snaps[:1])
+    assert main(["report", path]) == 0
+    out = capsys.readouterr().out
+    assert "window holds no interval" in out and "record longer" in out
+
+
+def test_a_header_only_recording_is_a_file_problem_exit_1(tmp_path, capsys):
+    path = tmp_path / "empty.jsonl"
+    RecordingWriter(str(path), node="n", source="estimator").close()
+    assert main(["report", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "holds no snapshots" in err

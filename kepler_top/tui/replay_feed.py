@@ -10,6 +10,14 @@ from kepler_top.recording import RecordingReader, parse_time
 from kepler_top.snapshot import Snapshot
 
 
+def speed_text(speed: float) -> str:
+    """``x2``, ``x1``, ``x1/64``: a slowed replay as a fraction, which reads at a glance."""
+    if speed >= 1:
+        return f"x{speed:g}"
+    slower = 1 / speed
+    return f"x1/{round(slower)}" if abs(slower - round(slower)) < 1e-9 else f"x{speed:.3g}"
+
+
 class ReplayFeed:
     """A feed (``label``, ``next()``) that reads a recording as the TUI asks for snapshots.
 
@@ -33,6 +41,7 @@ class ReplayFeed:
         self.header = self._reader.header
         self.current: Snapshot | None = None
         self.index = 0  # the shown snapshot's place in the recording, from 1
+        self.total: int | None = None  # snapshot lines in the file, once read to its end
         self.ended = False
         self.first_timestamp: str | None = None  # jumps by time of day or offset count from it
 
@@ -46,6 +55,9 @@ class ReplayFeed:
             snap = next(self._snaps, None)
             if snap is not None:
                 self._pending = (snap, self._reader.position)
+            else:
+                # Read to the end: the count is known without another pass.
+                self.total = self._reader.position
         return self._pending
 
     @property
@@ -54,8 +66,9 @@ class ReplayFeed:
         started = self.header.started or "?"
         at = self.current.timestamp if self.current is not None else "-"
         end = "  END of recording" if self.ended else ""
-        return (f"REPLAY of {node} recorded {started}  at {at} (#{self.index})  "
-                f"x{self.speed:g}{end}")
+        of = f" of {self.total}" if self.total is not None else ""
+        return (f"REPLAY of {node} recorded {started}  at {at} (#{self.index}{of})  "
+                f"{speed_text(self.speed)}{end}")
 
     def next(self) -> Snapshot | None:
         """The next snapshot of the recording; None (and ``ended``) after its last one."""
@@ -91,12 +104,26 @@ class ReplayFeed:
                 self._reader.skip_before = when
                 ahead = self._ahead()
             if ahead is None:
-                self.ended = True
+                # Past the end: the reader is spent, so go back to the snapshot shown, for
+                # step and resume to go on from there.
+                self._back_to_current()
                 return None
             self.ended = False
             self._pending = None
             self.current, self.index = ahead
             return self.current
+
+    def _back_to_current(self) -> None:
+        self._reader.close()
+        self._open()
+        self.ended = False
+        if self.current is None:
+            return
+        self._reader.skip_before = parse_time(self.current.timestamp)
+        ahead = self._ahead()
+        if ahead is not None:
+            self._pending = None
+            self.current, self.index = ahead
 
     def close(self) -> None:
         self._reader.close()
