@@ -116,10 +116,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, frame: stop.set())
     sampler.start()
     servers.start(handler)
-    notes = {"passed_over": "; ".join(engine.source_notes.values())} \
-        if engine.source_notes else {}
+    # The sources passed over are not repeated here: the source's own info line names them.
     event(log, logging.INFO, "started", node=engine.node_name, source=engine.source,
-          estimated=engine.estimated, **notes, interval_s=args.interval,
+          estimated=engine.estimated, interval_s=args.interval,
           levels=",".join(levels), tls=bool(web and web.tls), basic_auth=auth is not None)
     for host, port in servers.addresses:
         event(log, logging.INFO, "listening",
