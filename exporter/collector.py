@@ -178,8 +178,9 @@ class SnapshotCollector(Collector):
         yield info
 
         labels = ("node_name", "zone", "path")
-        kinds = (("", "Energy"), ("active_", "Active energy"), ("idle_", "Idle energy"))
-        for part, what in kinds:
+        kinds = (("", "Energy", "Power"), ("active_", "Active energy", "Active power"),
+                 ("idle_", "Idle energy", "Idle power"))
+        for part, what, power in kinds:
             joules = CounterMetricFamily(
                 f"kepler_node_cpu_{part}joules_total",
                 f"{what} of the node's zone since the exporter started, in joules",
@@ -187,7 +188,7 @@ class SnapshotCollector(Collector):
             )
             watts = GaugeMetricFamily(
                 f"kepler_node_cpu_{part}watts",
-                f"{what} of the node's zone over the last interval, in watts",
+                f"{power} of the node's zone over the last interval, in watts",
                 labels=labels,
             )
             for zone, z in sorted(n.zones.items()):

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", action="append", metavar="LEVELS",
         help=f"comma-separated levels of {','.join(LEVELS)} (default "
-        f"{','.join(DEFAULT_LEVELS)}: process series are off, they are many)",
+        f"{','.join(DEFAULT_LEVELS)}: process series are off, they are many); node metrics "
+        "are always exported, as Kepler does, whether node is named or not",
     )
     parser.add_argument(
         "--web-config-file", metavar="FILE",
@@ -96,21 +97,28 @@ def run(args: argparse.Namespace) -> int:
     listens = [parse_listen(v) for v in (args.listen or [DEFAULT_LISTEN])]
     web = webconfig.load(args.web_config_file) if args.web_config_file else None
 
-    engine = make_engine(args, default_interval=5.0,
-                         min_terminated_joules=MIN_TERMINATED_JOULES)
+    # Bind first: a port already taken fails at once, before the engine and the pod source
+    # start (and before their messages).
+    servers = Servers(listens, None, web)
+    try:
+        engine = make_engine(args, default_interval=5.0,
+                             min_terminated_joules=MIN_TERMINATED_JOULES)
+    except BaseException:
+        servers.close()
+        raise
     sampler = Sampler(engine, interval_s=args.interval)
     registry = build_registry(sampler, levels=levels, power=engine.power, procfs=args.procfs)
     auth = webconfig.BasicAuth(web.users) if web and web.users else None
     handler = make_handler(registry, sampler.health, auth)
-    servers = Servers(listens, handler, web)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     sampler.start()
-    servers.start()
+    servers.start(handler)
+    # The sources passed over are not repeated here: the source's own info line names them.
     event(log, logging.INFO, "started", node=engine.node_name, source=engine.source,
-          estimated=str(engine.estimated).lower(), interval_s=args.interval,
+          estimated=engine.estimated, interval_s=args.interval,
           levels=",".join(levels), tls=bool(web and web.tls), basic_auth=auth is not None)
     for host, port in servers.addresses:
         event(log, logging.INFO, "listening",

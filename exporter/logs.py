@@ -6,6 +6,8 @@ import logging
 
 
 def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"  # as Prometheus labels and Go write them
     s = str(v)
     if s and not any(c in s for c in ' "=\\') and s.isprintable():
         return s

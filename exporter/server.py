@@ -22,6 +22,14 @@ from kepler_top.exporter.webconfig import BasicAuth, WebConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ":28282"
+# Requests served at once per listener; more wait in the listen backlog, and one that waits
+# longer than SLOT_WAIT_S is answered 503, so slow clients cannot use up file descriptors.
+MAX_CONNECTIONS = 64
+SLOT_WAIT_S = 5.0
+METHODS = ("GET", "HEAD")
+MAX_BODY = 64 * 1024  # a scrape has no body; a larger one closes the connection unread
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -30,7 +38,9 @@ def parse_listen(value: str) -> tuple[str, int]:
     Raises UsageError naming the flag.
     """
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isdigit() alone takes other scripts' digits ("٣٩١٠٥"), which int() reads as a port.
+    if (not sep or not (port_text.isascii() and port_text.isdigit())
+            or not 0 < int(port_text) < 65536):
         raise UsageError(f"--listen {value!r}: expected HOST:PORT, [IPv6]:PORT or :PORT",
                          "e.g. --listen 127.0.0.1:28282 or --listen [::1]:28282")
     if host.startswith("[") and host.endswith("]"):
@@ -50,11 +60,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # Kubernetes may restart the pod while the old socket lingers in TIME_WAIT.
     allow_reuse_address = True
+    # The default backlog of 5 refuses connections when hundreds of scrapers arrive at once.
+    request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, address: tuple[str, int], family: int, handler: type,
-                 tls: ssl.SSLContext | None) -> None:
+    def __init__(self, address: tuple[str, int], family: int, handler: type | None,
+                 tls: ssl.SSLContext | None, max_connections: int = MAX_CONNECTIONS,
+                 slot_wait_s: float = SLOT_WAIT_S) -> None:
         self.address_family = family
         self.tls = tls
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.slot_wait_s = slot_wait_s
         super().__init__(address, handler, bind_and_activate=False)
         if family == socket.AF_INET6 and address[0] == "::":
             # ":PORT" means every interface, IPv4 included, as Go's listeners take it.
@@ -65,6 +80,32 @@ class _Server(ThreadingHTTPServer):
         except BaseException:
             self.server_close()
             raise
+
+    def process_request(self, request, client_address) -> None:
+        # Runs in the accepting thread: waiting here leaves further connections in the
+        # kernel's backlog, where they hold no descriptor of this process.
+        if not self.slots.acquire(timeout=self.slot_wait_s):
+            event(log, logging.DEBUG, "request_refused", client=client_address[0],
+                  reason="busy")
+            if self.tls is None:  # a TLS client, before its handshake, sees the connection close
+                try:
+                    request.setblocking(False)
+                    request.send(BUSY)
+                except OSError:
+                    pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def finish_request(self, request, client_address) -> None:
         # The TLS handshake runs here, in the request's own thread, so a slow or silent client
@@ -100,6 +141,58 @@ def make_handler(
         protocol_version = "HTTP/1.1"
         timeout = 30
 
+        def version_string(self) -> str:
+            return self.server_version  # not the Python version: it helps only an attacker
+
+        def parse_request(self) -> bool:
+            if not super().parse_request():
+                return False
+            if not self._discard_body():
+                return False
+            if self.command not in METHODS:
+                self.close_connection = True
+                self._send(405, b"Method not allowed\n", "text/plain",
+                           {"Allow": ", ".join(METHODS), "Connection": "close"})
+                return False
+            return True
+
+        def _discard_body(self) -> bool:
+            """Read a request body away, so that it is not taken for the next request."""
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True  # chunked: not worth parsing, end after reply
+                return True
+            length = self.headers.get("Content-Length")
+            if length is None:
+                return True
+            length = length.strip()
+            if not (length.isascii() and length.isdigit()):
+                self.close_connection = True
+                self._send(400, b"Bad Content-Length\n", "text/plain", {"Connection": "close"})
+                return False
+            n = int(length)
+            if n > MAX_BODY:
+                self.close_connection = True
+            elif n:
+                self.rfile.read(n)
+            return True
+
+        def send_error(self, code: int, message: str | None = None,
+                       explain: str | None = None) -> None:
+            # http.server's own errors (bad request line, headers too long) as plain text,
+            # not its HTML page; with a status line even when the request line was too broken
+            # to tell the version (no client speaks HTTP/0.9, which has none).
+            self.close_connection = True
+            self.request_version = self.protocol_version
+            try:
+                text = (message or self.responses.get(code, ("Error",))[0]).encode(
+                    "latin-1", "replace")
+                self._send(code, text + b"\n", "text/plain", {"Connection": "close"})
+            except OSError:
+                pass
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
         def do_GET(self) -> None:  # noqa: N802 (the http.server's name)
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
@@ -115,7 +208,7 @@ def make_handler(
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 body = encoder(registry)
                 extra = {}
-                if "gzip" in self.headers.get("Accept-Encoding", ""):
+                if accepts_gzip(self.headers.get("Accept-Encoding", "")):
                     body, extra = gzip.compress(body, 1), {"Content-Encoding": "gzip"}
                 self._send(200, body, content_type, extra)
             elif path == "/":
@@ -133,7 +226,8 @@ def make_handler(
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002
             # Per-request lines are debug only: the default level stays quiet.
@@ -143,17 +237,40 @@ def make_handler(
     return Handler
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value allows gzip: named, or ``*``, with a q above 0."""
+    weights: dict[str, float] = {}
+    for part in header.split(","):
+        name, *params = part.split(";")
+        q = 1.0
+        for p in params:
+            key, _, value = p.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        name = name.strip().lower()
+        if name:
+            weights[name] = q
+    if "gzip" in weights:
+        return weights["gzip"] > 0
+    return weights.get("*", 0.0) > 0
+
+
 class Servers:
     """The listeners for every ``--listen`` address, each served in its own thread."""
 
-    def __init__(self, listens: list[tuple[str, int]], handler: type,
-                 web: WebConfig | None = None) -> None:
+    def __init__(self, listens: list[tuple[str, int]], handler: type | None,
+                 web: WebConfig | None = None, *, max_connections: int = MAX_CONNECTIONS,
+                 slot_wait_s: float = SLOT_WAIT_S) -> None:
         self.servers: list[_Server] = []
         self._serving = False
         tls = web.tls if web else None
         try:
             for host, port in listens:
-                self.servers.append(_bind(host, port, handler, tls))
+                self.servers.append(_bind(host, port, handler, tls,
+                                          max_connections, slot_wait_s))
         except BaseException:
             self.close()
             raise
@@ -163,8 +280,15 @@ class Servers:
         """The bound (host, port) of each listener (the port is real where 0 was asked)."""
         return [s.server_address[:2] for s in self.servers]
 
-    def start(self) -> None:
-        """Serve every listener in a daemon thread."""
+    def start(self, handler: type | None = None) -> None:
+        """Serve every listener in a daemon thread (with ``handler`` if the sockets were bound
+        before it existed: the exporter binds first, so a taken port fails before the engine
+        starts)."""
+        for s in self.servers:
+            if handler is not None:
+                s.RequestHandlerClass = handler
+            if s.RequestHandlerClass is None:
+                raise ValueError("Servers.start: no request handler")
         for s in self.servers:
             threading.Thread(target=s.serve_forever, name=f"kepler-top-http-{s.server_port}",
                              daemon=True).start()
@@ -179,11 +303,13 @@ class Servers:
         self._serving = False
 
 
-def _bind(host: str, port: int, handler: type, tls: ssl.SSLContext | None) -> _Server:
+def _bind(host: str, port: int, handler: type | None, tls: ssl.SSLContext | None,
+          max_connections: int, slot_wait_s: float) -> _Server:
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if host == "":
         try:
-            return _Server(("::", port), socket.AF_INET6, handler, tls)
+            return _Server(("::", port), socket.AF_INET6, handler, tls, max_connections,
+                           slot_wait_s)
         except OSError:
             pass  # no IPv6 on this node: every IPv4 interface instead
         host = "0.0.0.0"
@@ -194,7 +320,7 @@ def _bind(host: str, port: int, handler: type, tls: ssl.SSLContext | None) -> _S
                          "give an IP address or a resolvable host name") from None
     family, _, _, _, address = infos[0]
     try:
-        return _Server(address[:2], family, handler, tls)
+        return _Server(address[:2], family, handler, tls, max_connections, slot_wait_s)
     except OSError as e:
         raise KeplerTopError(f"--listen {shown}: cannot listen ({e.strerror})",
                              "choose a free port and an address of this node") from None

@@ -17,13 +17,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from kepler_top.errors import KeplerTopError
+from kepler_top.exporter.logs import event
+
+log = logging.getLogger(__name__)
 
 _TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version",
              "max_version"}
@@ -32,6 +37,8 @@ _CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+# $2a$/$2b$/$2y$, a two-digit cost of 04..31, 22 characters of salt and 31 of hash.
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
@@ -63,12 +70,20 @@ def load(path: str) -> WebConfig:
                              "give the path of a readable web config file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise _fail(path, f"not YAML ({str(e).splitlines()[0]})") from None
-    doc = doc or {}
+    if doc is None:
+        # exporter-toolkit takes an empty file as "no TLS, no auth"; so do we, but aloud.
+        event(log, logging.WARNING, "web_config_empty", file=path,
+              meaning="no TLS and no basic auth: /metrics is open over plain HTTP")
+        return WebConfig()
     if not isinstance(doc, dict):
         raise _fail(path, "the top level must be a mapping")
     unknown = set(doc) - {"tls_server_config", "basic_auth_users"}
     if unknown:
         raise _fail(path, f"unsupported key {sorted(unknown)[0]!r}")
+    for key in ("tls_server_config", "basic_auth_users"):
+        if key in doc and not doc[key]:
+            # Written but empty: whoever wrote it wanted TLS or auth; serving without is wrong.
+            raise _fail(path, f"{key} is empty; fill it in or remove the key")
     base = os.path.dirname(os.path.abspath(path))
     tls = _tls(path, base, doc.get("tls_server_config"))
     users = _users(path, doc.get("basic_auth_users"))
@@ -83,6 +98,11 @@ def _tls(path: str, base: str, conf: Any) -> ssl.SSLContext | None:
     unknown = set(conf) - _TLS_KEYS
     if unknown:
         raise _fail(path, f"unsupported key tls_server_config.{sorted(unknown)[0]}")
+    for key in ("cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version",
+                "max_version"):
+        if key in conf and not isinstance(conf[key], str):
+            raise _fail(path, f"tls_server_config.{key} must be a string, not "
+                        f"{type(conf[key]).__name__}")
     if not conf.get("cert_file") or not conf.get("key_file"):
         raise _fail(path, "tls_server_config needs cert_file and key_file")
 
@@ -96,10 +116,17 @@ def _tls(path: str, base: str, conf: Any) -> ssl.SSLContext | None:
             if conf[key] not in _VERSIONS:
                 raise _fail(path, f"tls_server_config.{key} must be one of {', '.join(_VERSIONS)}")
             setattr(ctx, attr, _VERSIONS[conf[key]])
+    if "min_version" in conf and "max_version" in conf and \
+            _VERSIONS[conf["min_version"]] > _VERSIONS[conf["max_version"]]:
+        raise _fail(path, f"tls_server_config.min_version {conf['min_version']} is above "
+                    f"max_version {conf['max_version']}")
+    cert, key = where("cert_file"), where("key_file")
     try:
-        ctx.load_cert_chain(where("cert_file"), where("key_file"))
+        ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as e:
-        raise _fail(path, f"cannot load cert_file/key_file: {e}") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise _fail(path, f"cannot load cert_file {cert} with key_file {key}: {reason}") \
+            from None
     mode = conf.get("client_auth_type", "NoClientCert")
     if mode not in _CLIENT_AUTH:
         raise _fail(path, f"client_auth_type must be one of {', '.join(_CLIENT_AUTH)}")
@@ -110,7 +137,9 @@ def _tls(path: str, base: str, conf: Any) -> ssl.SSLContext | None:
         try:
             ctx.load_verify_locations(where("client_ca_file"))
         except (OSError, ssl.SSLError) as e:
-            raise _fail(path, f"cannot load client_ca_file: {e}") from None
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise _fail(path, f"cannot load client_ca_file {where('client_ca_file')}: "
+                        f"{reason}") from None
     return ctx
 
 
@@ -121,8 +150,9 @@ def _users(path: str, conf: Any) -> dict[str, bytes]:
         raise _fail(path, "basic_auth_users must be a mapping of user name to bcrypt hash")
     users = {}
     for name, hashed in conf.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise _fail(path, f"basic_auth_users.{name} is not a bcrypt hash")
+        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
+            raise _fail(path, f"basic_auth_users.{name} is not a bcrypt hash "
+                        "($2y$10$ and 53 characters, as htpasswd -nBC 10 writes)")
         users[str(name)] = hashed.encode("ascii", "replace")
     return users
 

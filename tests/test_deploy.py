@@ -19,9 +19,11 @@ from kepler_top.cli import build_parser
 from kepler_top.kube import RBAC_BY_POD_SOURCE
 from kepler_top.exporter.server import parse_listen
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-MANIFESTS = ["namespace.yaml", "rbac.yaml", "daemonset.yaml", "service.yaml",
-             "servicemonitor.yaml"]
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+MANIFESTS = ["namespace.yaml", "rbac.yaml", "daemonset.yaml", "service.yaml"]
+# Apart, so that `kubectl apply -k deploy/` works on a cluster without the Prometheus Operator.
+OPERATOR = ["servicemonitor/servicemonitor.yaml"]
 EXPORTED = {n.removesuffix("_total") for n in CONTRACT_LABELS} | {
     n + "_total" for n in CONTRACT_LABELS if n.endswith("_total")} | set(CONTRACT_LABELS)
 IN_CI = os.environ.get("CI") == "true"
@@ -29,7 +31,7 @@ IN_CI = os.environ.get("CI") == "true"
 
 def _docs() -> dict[str, dict]:
     out = {}
-    for name in MANIFESTS:
+    for name in MANIFESTS + OPERATOR:
         for doc in yaml.safe_load_all((DEPLOY / name).read_text()):
             out[doc["kind"]] = doc
     return out
@@ -119,9 +121,38 @@ def test_daemonset_runs_export_on_the_host_s_proc_and_sys():
     assert parse_listen(args.listen[0])[1] == port["containerPort"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
-    # The default source (rapl-sysfs, else the estimator) needs root, not privileged.
-    assert c["securityContext"]["privileged"] is False
-    assert c["securityContext"]["runAsUser"] == 0
+    # The apiserver names the pods: the host's /var/log is not mounted, not read.
+    assert args.pod_logs == "none"
+
+
+def test_daemonset_runs_with_least_privilege():
+    """uid 0 (energy_uj is root's, mode 0400) and nothing else: no capability at all, since
+    SYS_PTRACE with hostPID would open every root process's /proc/PID/root, i.e. the host."""
+    spec = _docs()["DaemonSet"]["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    assert sc["runAsUser"] == 0 and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}  # and nothing added
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "securityContext" not in spec or not spec["securityContext"].get("privileged")
+    assert all(m["readOnly"] is True for m in c["volumeMounts"])
+    assert not spec.get("hostNetwork") and not spec.get("hostIPC")
+    assert {v["hostPath"]["path"] for v in spec["volumes"]} == {"/proc", "/sys"}
+    # The comment keeps the one exception and the cost in view.
+    text = (DEPLOY / "daemonset.yaml").read_text()
+    assert "--source rapl-msr" in text and "CAP_SYS_RAWIO" in text and "exe" in text
+
+
+def test_readiness_waits_for_the_first_interval():
+    """/healthz is 503 until the first interval (the export default, 5 s) is measured."""
+    (c,) = _docs()["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    interval = build_parser().parse_args(c["args"]).interval or 5.0
+    ready, live = c["readinessProbe"], c["livenessProbe"]
+    assert ready.get("initialDelaySeconds", 0) > interval
+    assert ready["periodSeconds"] <= interval
+    # Liveness gives a start-up of three intervals before it may restart the pod.
+    assert live["initialDelaySeconds"] + live["periodSeconds"] > 3 * interval
 
 
 def test_service_and_servicemonitor_reach_the_daemonset_s_port():
@@ -146,9 +177,24 @@ def test_service_and_servicemonitor_reach_the_daemonset_s_port():
 def test_kustomization_and_containerfile():
     kust = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     assert kust["resources"] == MANIFESTS
+    operator = yaml.safe_load((DEPLOY / "servicemonitor" / "kustomization.yaml").read_text())
+    assert ["servicemonitor/" + r for r in operator["resources"]] == OPERATOR
     recipe = (DEPLOY / "Containerfile").read_text()
     assert re.search(r"^RUN pip install .*/src", recipe, re.M)
     assert 'ENTRYPOINT ["kepler-top"]' in recipe and 'CMD ["export"]' in recipe
+    # The base image by an exact tag, and root said on purpose, with the reason above it.
+    (base,) = re.findall(r"^FROM (\S+)", recipe, re.M)
+    assert re.fullmatch(r"docker\.io/library/python:3\.\d+\.\d+-slim-\w+", base)
+    assert re.search(r"^USER 0$", recipe, re.M) and "energy_uj" in recipe
+
+
+def test_build_context_leaves_out_git_venv_and_caches():
+    """The Containerfile builds from the root; podman and docker both read .dockerignore."""
+    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+    assert {".git", ".venv", "**/__pycache__"} <= set(patterns)
+    needed = ["pyproject.toml", "kepler_top", "backends", "exporter", "README.md"]
+    assert not [n for n in needed if any(p.strip("*/") == n for p in patterns)]
 
 
 # Dashboards ---------------------------------------------------------------------------------

@@ -172,6 +172,9 @@ def test_listen_addresses_parse(value, expected):
     (["export", "--listen", "127.0.0.1"], "--listen '127.0.0.1': expected HOST:PORT"),
     (["export", "--listen", "[nothost]:1"], "is not an IPv6 address"),
     (["export", "--metrics", "node,bogus"], "--metrics: 'bogus' is not a level"),
+    # Arabic-Indic digits: str.isdigit() takes them and int() reads them as 39105.
+    (["export", "--listen", "127.0.0.1:\u0663\u0669\u0661\u0660\u0665"],
+     "expected HOST:PORT"),
 ])
 def test_bad_export_flags_are_one_line_and_status_2(argv, needle, capsys):
     assert main(argv) == 2
@@ -180,10 +183,25 @@ def test_bad_export_flags_are_one_line_and_status_2(argv, needle, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+_HASH = "$2y$10$" + "a" * 53  # well formed: 22 characters of salt, 31 of hash
+
+
 @pytest.mark.parametrize("content, needle", [
     ("tls_server_config: {cert_file: nope.crt, key_file: nope.key}\n",
-     "cannot load cert_file/key_file"),
+     "cannot load cert_file {dir}/nope.crt with key_file {dir}/nope.key: No such file"),
     ("basic_auth_users: {alice: plaintext}\n", "basic_auth_users.alice is not a bcrypt hash"),
+    ("basic_auth_users: {alice: $2y$10$short}\n", "basic_auth_users.alice is not a bcrypt"),
+    ("basic_auth_users: {alice: $2y$99$" + "a" * 53 + "}\n", "alice is not a bcrypt hash"),
+    ("basic_auth_users: {alice: '" + _HASH + "x'}\n", "alice is not a bcrypt hash"),
+    ("basic_auth_users: {}\n", "basic_auth_users is empty"),
+    ("basic_auth_users:\n", "basic_auth_users is empty"),
+    ("tls_server_config:\n", "tls_server_config is empty"),
+    ("tls_server_config: {cert_file: a, key_file: b, min_version: [TLS12]}\n",
+     "tls_server_config.min_version must be a string, not list"),
+    ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: [a]}\n",
+     "tls_server_config.client_auth_type must be a string, not list"),
+    ("tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, "
+     "max_version: TLS12}\n", "min_version TLS13 is above max_version TLS12"),
     ("http_server_config: {http2: true}\n", "unsupported key 'http_server_config'"),
     ("tls_server_config: [\n", "not YAML"),
 ])
@@ -193,8 +211,35 @@ def test_bad_web_config_is_one_line_naming_the_file(tmp_path, content, needle, c
     argv = ["export", "--web-config-file", str(path), "--listen", "127.0.0.1:1"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"kepler-top: error: --web-config-file {path}: ") and needle in err
-    assert err.count("\n") == 1
+    assert err.startswith(f"kepler-top: error: --web-config-file {path}: ")
+    assert needle.format(dir=tmp_path) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_good_bcrypt_hash_passes_the_check(tmp_path):
+    import bcrypt
+
+    from kepler_top.exporter import webconfig
+
+    path = tmp_path / "web.yml"
+    real = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    path.write_text(f"basic_auth_users: {{alice: '{real}'}}\n")
+    assert set(webconfig.load(str(path)).users) == {"alice"}
+    path.write_text(f"basic_auth_users: {{alice: '{_HASH}'}}\n")
+    assert set(webconfig.load(str(path)).users) == {"alice"}
+
+
+def test_empty_web_config_means_no_tls_no_auth_and_says_so(tmp_path, caplog):
+    from kepler_top.exporter import webconfig
+
+    path = tmp_path / "web.yml"
+    path.write_text("# nothing yet\n")
+    with caplog.at_level("WARNING", logger="kepler_top.exporter"):
+        web = webconfig.load(str(path))
+    assert web.tls is None and not web.users
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("event=web_config_empty") and str(path) in line
+    assert caplog.records[0].levelname.lower() == "warning"
 
 
 class _Broken:
@@ -206,6 +251,8 @@ def test_health_says_why_sampling_does_not_work(node):
     proc, engine, _ = node
     sampler = Sampler(Driver(proc, engine, {100: 1}), interval_s=5.0)
     assert sampler.health() == (False, "no sample yet")
+    sampler.sample_once()
+    assert sampler.health() == (False, "warming up: the first interval (5 s) is under way")
     sampler.sample_once()
     assert sampler.health() == (True, "ok")
 
@@ -249,18 +296,24 @@ def test_rapl_wrap_never_shows_and_zones_carry_their_sysfs_path(tmp_path):
                     node_name=NODE, clock=proc.clock)
     sampler, registry = exporter(Meter(proc, engine, {100: 10}, step_s=1.0))
     values = []
-    for _ in range(4):
+    sampler.sample_once()  # the baseline, not published
+    for _ in range(3):
         sampler.sample_once()
         (s,) = scrape_registry(registry)["kepler_node_cpu_joules_total"]
         values.append(s.value)
         assert s.labels["path"] == str(zone) and s.labels["zone"] == "package"
-    assert values == pytest.approx([0.0, 0.9, 1.4, 2.3])  # joules; the wrap adds 0.5
+    assert values == pytest.approx([0.9, 1.4, 2.3])  # joules; the wrap adds 0.5
 
 
 def test_health_fails_when_the_last_sample_is_stale(node):
     proc, engine, _ = node
     sampler = Sampler(Driver(proc, engine, {100: 1}), interval_s=5.0, clock=proc.clock)
     sampler.sample_once()
+    proc.clock.now += 16.5  # no first interval after three intervals and a second of grace
+    assert sampler.health() == (False, "the first interval is not measured 16.5 s after the "
+                                       "baseline (interval 5 s)")
+    sampler.sample_once()
+    assert sampler.health() == (True, "ok")
     proc.clock.now += 16.5  # past three intervals and a second of grace
     assert sampler.health() == (False, "last sample is 16.5 s old (interval 5 s)")
 

@@ -246,7 +246,7 @@ def test_client_certificates_are_required_when_the_web_config_says_so(busy_node,
         "  client_ca_file: clients-ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n")
     web = webconfig.load(str(tls_files / "mtls.yml"))
     sampler, registry = exporter(busy_node)
-    sampler.sample_once()
+    sampler.sample_once(), sampler.sample_once()
     servers = _serve(registry, sampler, [("127.0.0.1", 0)], web)
     host, port = servers.addresses[0]
     url = f"https://{host}:{port}/healthz"
