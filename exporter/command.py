@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     # start (and before their messages).
     servers = Servers(listens, None, web)
     try:
-        engine = make_engine(args, default_interval=5.0,
+        # The source choice goes to the structured log (sources.py), not a second plain line.
+        engine = make_engine(args, default_interval=5.0, announce=False,
                              min_terminated_joules=MIN_TERMINATED_JOULES)
     except BaseException:
         servers.close()
