@@ -248,13 +248,14 @@ def test_watch_lines_that_are_not_events_are_skipped_or_relisted(api, source_for
     caplog.set_level(logging.INFO, logger="kepler_top")
     src = source_for(api)
     assert wait_for(lambda: api.open_watches() == 1)
+    api.raw_line(b"")  # a blank line is no event, and nothing to say
     api.raw_line(b"this is not json")
     uid = "a0a1a2a3-b4b5-4c6c-8d7d-e8e9f0f1f2f3"
     api.add(new_pod("after-garbage", uid, "containerd://" + h("after-garbage")))
     assert wait_for(lambda: src.index.pod(uid) is not None)
     assert src.lists == 1  # skipped where they were, the watch went on
     [warning] = warnings_of(caplog)
-    assert "skipped a watch line that is not a JSON event" in warning
+    assert "skipped a watch line that is not JSON ('this is not json')" in warning
 
     # JSON the client itself cannot read ends its stream: list again, and go on watching.
     api.raw_line(b"[1, 2, 3]")

@@ -25,6 +25,7 @@ from kepler_top.kube.pods import (
     NotAPod,
     NotAPodList,
     PodIndex,
+    json_kind,
     normalize_uid,
     parse_pod,
     parse_pod_list,
@@ -227,7 +228,7 @@ class ApiServerSource(SourceThread):
     def _watch_from(self, version: str | None) -> None:
         """Follow the watch from ``version`` until it must be listed again (or stop)."""
         while not self.stopping:
-            self._watch = w = watch.Watch()
+            self._watch = w = _Watch()
             # The server ends the watch at timeout_seconds; one that sends past it (or keeps a
             # trickle going) is cut, so that no read waits forever.
             limit = self.watch_timeout_s + self.list_timeout_s
@@ -281,11 +282,15 @@ class ApiServerSource(SourceThread):
     def _apply(self, event: Any) -> str | None:
         """Apply one watch event to the index; returns its resourceVersion, if any. An event
         of the wrong shape is skipped and said once."""
+        if event is None:  # a blank line: nothing to skip
+            return None
         if not isinstance(event, Mapping):
-            # The client yields None for a line that is not JSON.
-            self._skipped("a watch line that is not a JSON event")
+            self._skipped(f"a watch line that is {json_kind(event)}, not an event")
             return None
         kind = event.get("type")
+        if kind == _NOT_JSON:
+            self._skipped(f"a watch line that is not JSON ({event['line']!r})")
+            return None
         obj = event.get("raw_object")
         if not isinstance(obj, Mapping):
             self._skipped(f"a {kind} watch event whose object is not an object")
@@ -362,6 +367,20 @@ class ApiServerSource(SourceThread):
             f"pod names: cannot reach the API server at {self.host} ({_reason(e)}); "
             "showing pod UIDs and retrying",
         )
+
+
+_NOT_JSON = "kepler-top: not JSON"
+
+
+class _Watch(watch.Watch):
+    """The client's watch, telling a line that is not JSON from a blank one (the client
+    yields None for both)."""
+
+    def unmarshal_event(self, data: str, return_type: Any) -> Any:
+        event = super().unmarshal_event(data, return_type)
+        if event is None and data and not data.isspace():
+            return {"type": _NOT_JSON, "line": data[:60]}
+        return event
 
 
 class ListTooSlow(Exception):

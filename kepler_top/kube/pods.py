@@ -91,7 +91,7 @@ def _mapping(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise NotAPod(f"{where}{key} is {_kind(value)}, not an object")
+        raise NotAPod(f"{where}{key} is {json_kind(value)}, not an object")
     return value
 
 
@@ -100,11 +100,11 @@ def _list(doc: Mapping[str, Any], key: str, where: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise NotAPod(f"{where}{key} is {_kind(value)}, not a list")
+        raise NotAPod(f"{where}{key} is {json_kind(value)}, not a list")
     return value
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     """How JSON would name the type of ``value``, for a message."""
     names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "an object", type(None): "null"}
@@ -122,7 +122,7 @@ def parse_pod(doc: Mapping[str, Any]) -> PodRecord | None:
         NotAPod: a field the record is built from has the wrong type; the message says which.
     """
     if not isinstance(doc, Mapping):
-        raise NotAPod(f"the pod is {_kind(doc)}, not an object")
+        raise NotAPod(f"the pod is {json_kind(doc)}, not an object")
     meta = _mapping(doc, "metadata", "")
     uid = meta.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -132,7 +132,7 @@ def parse_pod(doc: Mapping[str, Any]) -> PodRecord | None:
     for key, kind in _STATUS_LISTS:
         for cs in _list(status, key, "status."):
             if not isinstance(cs, Mapping):
-                raise NotAPod(f"an entry of status.{key} is {_kind(cs)}, not an object")
+                raise NotAPod(f"an entry of status.{key} is {json_kind(cs)}, not an object")
             name = cs.get("name")
             if not isinstance(name, str):
                 continue
@@ -171,13 +171,13 @@ def parse_pod_list(
             wrong type.
     """
     if not isinstance(doc, Mapping):
-        raise NotAPodList(f"the answer is {_kind(doc)}, not an object")
+        raise NotAPodList(f"the answer is {json_kind(doc)}, not an object")
     items = doc.get("items")
     if items is not None and not isinstance(items, list):
-        raise NotAPodList(f"its items is {_kind(items)}, not a list")
+        raise NotAPodList(f"its items is {json_kind(items)}, not a list")
     meta = doc.get("metadata")
     if meta is not None and not isinstance(meta, Mapping):
-        raise NotAPodList(f"its metadata is {_kind(meta)}, not an object")
+        raise NotAPodList(f"its metadata is {json_kind(meta)}, not an object")
     records = []
     for item in items or ():
         try:
