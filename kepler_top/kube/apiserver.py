@@ -323,7 +323,7 @@ class ApiServerSource(SourceThread):
             w.stop()
         # A list, or a watch still waiting for its headers, has no Watch to stop: cut the
         # connections themselves, so that stop() does not wait for a hung server.
-        self._connections.cut()
+        self._connections.close()
 
     def _refused(self, e: ApiException) -> None:
         if e.status in (401, 403):
@@ -400,6 +400,7 @@ class _Connections:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._live: weakref.WeakSet = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._closed = False
         manager = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
         classes = getattr(manager, "pool_classes_by_scheme", None)
         if not isinstance(classes, dict):
@@ -418,8 +419,17 @@ class _Connections:
                 super().connect()
                 with conns._lock:
                     conns._live.add(self)
+                    closed = conns._closed
+                if closed:  # stop() came while this connection was being made
+                    conns.cut()
 
         return type(f"Tracked{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": Tracked})
+
+    def close(self) -> None:
+        """Cut every connection, now and any made from now on (the source is stopping)."""
+        with self._lock:
+            self._closed = True
+        self.cut()
 
     def cut(self) -> None:
         """Shut every open connection down; a read blocked on one returns at once."""
