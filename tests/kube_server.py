@@ -5,7 +5,9 @@ for pods, for the tests of kepler_top.kube.
 and, with ``watch=true``, a chunked stream of JSON watch events (ADDED, MODIFIED, DELETED,
 BOOKMARK, and ERROR carrying a ``Status`` with code 410 when the version is too old). The field
 selector ``spec.nodeName=X`` is honoured. Tests drive it: add, change or delete a pod, send a
-bookmark, expire the watch, drop its connection, or forbid everything (403).
+bookmark, expire the watch, drop its connection, or forbid everything (403). They can also
+make it misbehave: answer the list with any bytes, add items of the wrong shape, send a watch
+line that is not an event, send the list one byte at a time, or never answer at all.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class PodApiServer:
         for p in pods or []:
             self.pods[p["metadata"]["uid"]] = self._stamp(p)
         self.forbidden = False
+        self.list_body: bytes | None = None  # served as the list's body instead of a PodList
+        self.extra_items: list = []  # appended to the list's items as they are (any shape)
+        self.trickle_s: float | None = None  # the list is sent one byte per this many seconds
+        self.stall: set[str] = set()  # "list" and/or "watch": accept, then never answer
+        self.closing = threading.Event()
         # ("list" | "watch", query), or ("unserved <path>", query) for anything else asked
         self.requests: list[tuple[str, dict]] = []
         self.watches: list[_Watch] = []
@@ -71,6 +78,7 @@ class PodApiServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.closing.set()
         with self.lock:
             for w in self.watches:
                 w.end = "close"
@@ -161,6 +169,14 @@ class PodApiServer:
                     w.end = "close"
             self.lock.notify_all()
 
+    def raw_line(self, line: bytes) -> None:
+        """Send ``line`` (and a newline) as it is on every open watch."""
+        with self.lock:
+            for w in self.watches:
+                if w.end is None:
+                    w.cond_events.append(line)
+            self.lock.notify_all()
+
     def drop(self) -> None:
         """Cut every open watch's connection without ending the chunked stream."""
         with self.lock:
@@ -185,6 +201,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _trickle(self, code: int, body: bytes) -> None:
+        """The whole answer, status line included, one byte per ``trickle_s``."""
+        head = (f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        try:
+            for byte in head + body:
+                if self.api.closing.wait(self.api.trickle_s or 0):
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except OSError:  # the client gave up: what the test wants
+            pass
+        self.close_connection = True
+
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -195,9 +225,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, status_doc(404, "NotFound", f"the server could not find {url.path}"))
             return
         watching = query.get("watch") in ("true", "1")
+        kind = "watch" if watching else "list"
         with api.lock:
-            api.requests.append(("watch" if watching else "list", query))
+            api.requests.append((kind, query))
             forbidden = api.forbidden
+            stall = kind in api.stall
+        if stall:  # as a server whose backend hangs: the connection stays open, silent
+            while not api.closing.wait(0.1):
+                pass
+            self.close_connection = True
+            return
         if forbidden:
             self._json(403, status_doc(
                 403, "Forbidden",
@@ -215,10 +252,21 @@ class _Handler(BaseHTTPRequestHandler):
 
         if not watching:
             with api.lock:
-                items = [p for p in api.pods.values() if mine(p)]
+                items = [p for p in api.pods.values() if mine(p)] + list(api.extra_items)
                 doc = {"kind": "PodList", "apiVersion": "v1",
                        "metadata": {"resourceVersion": str(api.version)}, "items": items}
-            self._json(200, doc)
+                body = api.list_body
+                trickle = api.trickle_s
+            if body is None:
+                body = json.dumps(doc).encode()
+            if trickle:
+                self._trickle(200, body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         self._watch(query, mine)
 
@@ -250,7 +298,9 @@ class _Handler(BaseHTTPRequestHandler):
                     events, w.cond_events = w.cond_events, []
                     end = w.end if not events else None
                 for e in events:
-                    if e["type"] == "BOOKMARK" or mine(e["object"]):
+                    if isinstance(e, bytes):
+                        self._chunk(e + b"\n")
+                    elif e["type"] == "BOOKMARK" or mine(e["object"]):
                         self._chunk(json.dumps(e).encode() + b"\n")
                 if end == "gone":
                     message = f"too old resource version: {start} ({api.compacted})"
@@ -286,6 +336,7 @@ class KubeletServer:
     def __init__(self, pods: list[dict], *, cert_file: str, key_file: str, token: str) -> None:
         self.pods = pods
         self.token = token
+        self.body: bytes | None = None  # served instead of the PodList when set
         self.lock = threading.Lock()
         self.seen_tokens: list[str | None] = []
         server = self
@@ -303,12 +354,13 @@ class KubeletServer:
                     ok = auth == f"Bearer {server.token}"
                     doc = {"kind": "PodList", "apiVersion": "v1", "metadata": {},
                            "items": list(server.pods)}
+                    raw = server.body
                 if self.path != "/pods":
                     code, body = 404, b"404 page not found\n"
                 elif not ok:
                     code, body = 401, b"Unauthorized"
                 else:
-                    code, body = 200, json.dumps(doc).encode()
+                    code, body = 200, raw if raw is not None else json.dumps(doc).encode()
                 self.send_response(code)
                 self.send_header("Content-Type",
                                  "application/json" if code == 200 else "text/plain")

@@ -186,3 +186,156 @@ def test_missing_cluster_config_says_why(tmp_path, monkeypatch):
     bad.write_text("this: [is not a kubeconfig")
     with pytest.raises(ConfigUnavailable, match="cannot load"):
         load_client(str(bad))
+
+
+# What a broken or hostile API server sends: the source says it once and keeps trying; its
+# thread ends only on stop().
+
+CHECKOUT = "3f1c2a4e-8b7d-4c1e-9a55-0d2b6e7f8a91"
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_list_of_the_wrong_shape_is_said_once_and_retried(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    api.list_body = b'{"items":"nope","metadata":[1]}'
+    src = source_for(api)
+    assert wait_for(lambda: api.count("list") >= 3)
+    assert src._thread.is_alive()
+    [warning] = warnings_of(caplog)
+    assert "answered something that is not a pod list" in warning
+    assert "items is a string, not a list" in warning and "\n" not in warning
+    assert not any("stopped" in r.getMessage() or r.exc_info for r in caplog.records)
+
+    api.list_body = None  # the server recovers: names arrive and the problem is cleared
+    assert src.index.synced.wait(15)
+    assert src.index.pod(CHECKOUT).name == "checkout-7f9c-x2"
+    assert wait_for(lambda: src.notices.current == {})
+
+
+def test_a_non_json_answer_is_not_called_unreachable(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    api.list_body = b"<html><body>502 Bad Gateway</body></html>"
+    src = source_for(api)
+    assert wait_for(lambda: api.count("list") >= 2)
+    assert src._thread.is_alive()
+    [warning] = warnings_of(caplog)
+    assert f"the API server at {api.url} answered something that is not a pod list" in warning
+    assert "not JSON" in warning and "cannot reach" not in warning
+
+
+def test_a_pod_of_the_wrong_shape_is_skipped_and_the_rest_are_used(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    api.extra_items = [
+        {"metadata": 5},
+        7,
+        {"metadata": {"uid": "0badc0de-0000-4000-8000-000000000001"},
+         "status": {"containerStatuses": "running"}},
+    ]
+    src = source_for(api)
+    assert src.index.synced.wait(15)
+    assert src.index.pod(CHECKOUT).name == "checkout-7f9c-x2"
+    assert src.index.pod("0badc0de-0000-4000-8000-000000000001") is None
+    assert wait_for(lambda: api.open_watches() == 1)
+    [warning] = warnings_of(caplog)
+    assert warning.startswith("pod names: skipped") and "metadata is a number" in warning
+    assert src.lists == 1 and src._thread.is_alive()
+
+
+def test_watch_lines_that_are_not_events_are_skipped_or_relisted(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    src = source_for(api)
+    assert wait_for(lambda: api.open_watches() == 1)
+    api.raw_line(b"")  # a blank line is no event, and nothing to say
+    api.raw_line(b"this is not json")
+    uid = "a0a1a2a3-b4b5-4c6c-8d7d-e8e9f0f1f2f3"
+    api.add(new_pod("after-garbage", uid, "containerd://" + h("after-garbage")))
+    assert wait_for(lambda: src.index.pod(uid) is not None)
+    assert src.lists == 1  # skipped where they were, the watch went on
+    [warning] = warnings_of(caplog)
+    assert "skipped a watch line that is not JSON ('this is not json')" in warning
+
+    # JSON the client itself cannot read ends its stream: list again, and go on watching.
+    api.raw_line(b"[1, 2, 3]")
+    assert wait_for(lambda: src.lists == 2 and api.count("watch") == 2)
+    uid2 = "b0b1b2b3-c4c5-4d6d-8e7e-f8f9a0a1a2a3"
+    api.add(new_pod("after-relist", uid2, "containerd://" + h("after-relist")))
+    assert wait_for(lambda: src.index.pod(uid2) is not None)
+    assert src._thread.is_alive()
+    assert not any("stopped" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_a_list_sent_one_byte_at_a_time_is_cut_said_once_and_retried(api, source_for, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    # Each byte comes well within the read timeout, so only a deadline on the whole list ends
+    # it.
+    api.trickle_s = 0.05
+    src = source_for(api, list_timeout_s=1.0, read_timeout_s=5.0)
+    assert wait_for(lambda: api.count("list") >= 3, timeout_s=30)
+    assert not src.index.synced.is_set()
+    [warning] = warnings_of(caplog)
+    assert f"the API server at {api.url} is too slow" in warning
+
+    api.trickle_s = None
+    assert src.index.synced.wait(15)
+    assert wait_for(lambda: src.notices.current == {})
+
+
+@pytest.mark.parametrize("stalled", ["list", "watch"])
+def test_stop_cuts_a_hung_request(api, source_for, stalled):
+    api.stall.add(stalled)
+    src = source_for(api)
+    assert wait_for(lambda: api.count(stalled) >= 1)
+    # Without cutting the connection the thread would wait out the read timeout (60 s for a
+    # list, the watch's timeout and more for a watch).
+    src.stop(timeout_s=10)
+    assert not src._thread.is_alive()
+
+
+def test_a_failing_loop_is_said_once_and_started_again(caplog):
+    from kepler_top.kube.worker import SourceThread
+
+    class Flaky(SourceThread):
+        name = "flaky"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.backoff = Backoff(0.01, 0.02)
+            self.runs = 0
+
+        def run_forever(self) -> None:
+            self.runs += 1
+            if self.runs <= 3:
+                raise AttributeError("'NoneType' object has no attribute 'get'")
+            self.wait(60)
+
+    caplog.set_level(logging.DEBUG, logger="kepler_top")
+    src = Flaky()
+    src.start()
+    try:
+        assert wait_for(lambda: src.runs == 4)
+        assert src._thread.is_alive()
+    finally:
+        src.stop()
+    assert not src._thread.is_alive()
+    [warning] = warnings_of(caplog)
+    assert "flaky pod source failed (AttributeError" in warning and "retrying" in warning
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].levelno == logging.DEBUG
+
+
+def test_a_broken_kubeconfig_given_on_the_command_line_says_so(tmp_path, caplog):
+    from kepler_top.kube.metadata import open_metadata
+
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    bad = tmp_path / "bad-kubeconfig"
+    bad.write_text("this: [is not a kubeconfig\n  at all")
+    meta = open_metadata(pod_source="apiserver", node_name=NODE, kubeconfig=str(bad),
+                         log_root=None)
+    assert meta is None
+    [warning] = warnings_of(caplog)
+    assert warning.startswith(f"pod names: --kubeconfig {bad} could not be loaded: ")
+    assert warning.endswith(": fix the file or use --no-kube")
+    assert "give --kubeconfig" not in warning and "\n" not in warning

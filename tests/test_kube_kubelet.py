@@ -85,3 +85,38 @@ def test_wrong_token_is_401_and_names_the_rbac_fix(tmp_path, tls, caplog):
     assert "401" in src.notices.current["kubelet"]
     assert "nodes/pods" in src.notices.current["kubelet"]
     assert len(src.index) == 0
+
+
+def test_pods_of_the_wrong_shape_are_skipped_and_a_bad_list_is_retried(tmp_path, tls, caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    cert, key = tls
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    pods = [p for p in fixture_pods() if p["spec"]["nodeName"] == "node-a"]
+    with KubeletServer([{"metadata": 5}, *pods], cert_file=cert, key_file=key,
+                       token="t") as kubelet:
+        src = KubeletSource(PodIndex(), url=kubelet.url, token_file=str(token_file),
+                            ca_file=cert, poll_s=0.05, backoff=Backoff(0.05, 0.05))
+        assert src.poll_once()
+        assert src.index.pod("5d4c3b2a-1f0e-4d9c-8b7a-695847362514").name == "web-0"
+        assert src.poll_once()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1
+        assert warnings[0].startswith(f"pod names: skipped a pod from {kubelet.url}/pods")
+        assert "metadata is a number, not an object" in warnings[0]
+
+        # A whole answer of the wrong shape is a failed poll, said once, and polled again.
+        kubelet.body = b'{"items": "nope", "metadata": [1]}'
+        src.start()
+        try:
+            assert wait_for(lambda: len(kubelet.seen_tokens) >= 5)
+            assert src._thread.is_alive()
+            assert "is not a pod list" in src.notices.current["kubelet"]
+            kubelet.body = None
+            polls = src.polls
+            assert wait_for(lambda: src.polls > polls and "kubelet" not in src.notices.current)
+        finally:
+            src.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and "items is a string, not a list" in warnings[1]
+    assert not any("stopped" in r.getMessage() or r.exc_info for r in caplog.records)

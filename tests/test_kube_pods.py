@@ -154,3 +154,38 @@ def test_primary_source_wins_and_fallback_fills_gaps():
     assert meta.pod("5d4c3b2a-1f0e-4d9c-8b7a-695847362514").name == "web-0"
     assert meta.container_runtime(h("legacy/web-0/nginx")) == "docker"
     assert meta.pod("00000000-0000-4000-8000-000000000000") is None
+
+
+def test_unreadable_log_folders_are_said_once_and_once_more_when_readable(tmp_path, caplog):
+    import logging
+
+    from kepler_top.kube.logdirs import LogDirSource
+
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    src = LogDirSource(PodIndex(), root=str(tmp_path))
+    for _ in range(3):  # the thread polls every 10 s, for days
+        src.poll_once()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"no readable {tmp_path}/pods: no pod names from log folders"]
+
+    (tmp_path / "pods" / "shop_web-0_5d4c3b2a-1f0e-4d9c-8b7a-695847362514").mkdir(parents=True)
+    src.poll_once()
+    src.poll_once()
+    said = [r.getMessage() for r in caplog.records]
+    assert said[1:] == [f"{tmp_path}/pods is readable: pod names from log folders"]
+    assert src.index.pod("5d4c3b2a-1f0e-4d9c-8b7a-695847362514").name == "web-0"
+
+
+def test_parse_pod_list_skips_pods_of_the_wrong_shape_and_says_why():
+    skipped: list[str] = []
+    docs = [{"metadata": 5}, "pod", {"metadata": {"uid": "u1", "annotations": []}},
+            {"metadata": {"uid": "u2"}, "status": {"containerStatuses": [3]}},
+            by_name("legacy", "web-0")]
+    records = parse_pod_list({"items": docs}, skipped=skipped.append)
+    assert [r.name for r in records] == ["web-0"]
+    assert skipped == [
+        "metadata is a number, not an object",
+        "the pod is a string, not an object",
+        "metadata.annotations is a list, not an object",
+        "an entry of status.containerStatuses is a number, not an object",
+    ]

@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import threading
+import weakref
+from typing import Any, Mapping
 
 import urllib3
 import yaml
@@ -17,16 +21,49 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from kepler_top.kube.pods import PodIndex, normalize_uid, parse_pod, parse_pod_list
+from kepler_top.kube.pods import (
+    NotAPod,
+    NotAPodList,
+    PodIndex,
+    json_kind,
+    normalize_uid,
+    parse_pod,
+    parse_pod_list,
+)
 from kepler_top.kube.worker import Backoff, Notices, SourceThread
 
 log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+# What the client raises when a watch line is JSON but not an event (no "type" or "object",
+# or an object its models cannot hold).
+_EVENT_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
+
+
+
+
+class _OwnFailures(logging.Filter):
+    """Drops urllib3's own warnings (with a traceback) about an answer cut short, on the pod
+    source's threads: a source cuts a list that is too slow on purpose, and says each
+    failure once in its own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName.startswith("kepler-top-")
+
+
+logging.getLogger("urllib3.connection").addFilter(_OwnFailures())
 
 
 class ConfigUnavailable(Exception):
-    """No way to reach a cluster was configured (not in a pod, no kubeconfig)."""
+    """No way to reach a cluster was configured (not in a pod, no kubeconfig).
+
+    Attributes:
+        why: what went wrong, without the file's name (the message has both).
+    """
+
+    def __init__(self, message: str, why: str | None = None) -> None:
+        super().__init__(message)
+        self.why = why or message
 
 
 def load_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -41,7 +78,8 @@ def load_client(kubeconfig: str | None = None) -> client.ApiClient:
         cfg = _load(kubeconfig, cfg)
     except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as e:
         where = kubeconfig or "the kubeconfig"
-        raise ConfigUnavailable(f"cannot load {where}: {e}") from None
+        why = str(e) or type(e).__name__
+        raise ConfigUnavailable(f"cannot load {where}: {why}", why) from None
     # The sources retry with their own backoff; urllib3's retries would each log a warning,
     # and an unreachable server must be said once.
     cfg.retries = 0
@@ -81,6 +119,10 @@ class ApiServerSource(SourceThread):
         notices: problems are said once here.
         backoff: waits between attempts while the server cannot be reached or refuses.
         watch_timeout_s: the server ends each watch after this long; it is then resumed.
+        connect_timeout_s: the longest wait for a connection.
+        list_timeout_s: the longest a whole list may take, however steadily the server sends;
+            a watch may last ``watch_timeout_s`` plus this long.
+        read_timeout_s: the longest wait for any byte of a list or a watch.
     """
 
     name = "apiserver"
@@ -95,6 +137,8 @@ class ApiServerSource(SourceThread):
         backoff: Backoff | None = None,
         watch_timeout_s: int = 300,
         connect_timeout_s: float = 10.0,
+        list_timeout_s: float = 60.0,
+        read_timeout_s: float = 60.0,
     ) -> None:
         super().__init__()
         self.index = index
@@ -105,8 +149,11 @@ class ApiServerSource(SourceThread):
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.watch_timeout_s = watch_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.list_timeout_s = list_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.lists = 0  # full lists received, for tests and the bench
         self._watch: watch.Watch | None = None
+        self._connections = _Connections(api_client)
 
     @property
     def selector(self) -> str:
@@ -121,34 +168,59 @@ class ApiServerSource(SourceThread):
                 version = self.list_once()
             except ApiException as e:
                 self._refused(e)
-                if self.wait(self.backoff.next()):
+            except ListTooSlow:
+                self._too_slow()
+            except NotAPodList as e:
+                self._not_a_pod_list(e)
+            except _NETWORK_ERRORS as e:
+                if self.stopping:
                     return
-                continue
-            except _NETWORK_ERRORS + (ValueError,) as e:
                 self._unreachable(e)
-                if self.wait(self.backoff.next()):
-                    return
+            else:
+                self.backoff.reset()
+                self.notices.clear("apiserver",
+                                   f"pod names: the API server at {self.host} answers")
+                self.notices.clear(f"{self.name}-failed",
+                                   f"pod names: the {self.name} pod source works again")
+                self._watch_from(version)
                 continue
-            self.backoff.reset()
-            self.notices.clear("apiserver", f"pod names: the API server at {self.host} answers")
-            self._watch_from(version)
+            if self.wait(self.backoff.next()):
+                return
 
     def list_once(self) -> str | None:
-        """List this node's pods into the index; returns the list's resourceVersion."""
-        resp = self.api.list_pod_for_all_namespaces(
-            field_selector=self.selector,
-            _preload_content=False,
-            _request_timeout=(self.connect_timeout_s, 60.0),
-        )
+        """List this node's pods into the index; returns the list's resourceVersion.
+
+        Raises:
+            ApiException: the server refused (the status says why).
+            ListTooSlow: the whole list took longer than ``list_timeout_s``.
+            NotAPodList: the answer is not JSON, or not shaped as a PodList.
+        """
+        with _Deadline(self.list_timeout_s, self._connections) as deadline:
+            try:
+                resp = self.api.list_pod_for_all_namespaces(
+                    field_selector=self.selector,
+                    _preload_content=False,
+                    _request_timeout=(self.connect_timeout_s, self.read_timeout_s),
+                )
+                try:
+                    if not 200 <= resp.status <= 299:
+                        raise ApiException(status=resp.status, reason=resp.reason or "")
+                    data = resp.data
+                finally:
+                    resp.release_conn()
+            except _NETWORK_ERRORS:
+                if deadline.passed:
+                    raise ListTooSlow() from None
+                raise
         try:
-            if not 200 <= resp.status <= 299:
-                raise ApiException(status=resp.status, reason=resp.reason or "")
-            doc = json.loads(resp.data)
-        finally:
-            resp.release_conn()
-        self.index.replace_all(parse_pod_list(doc))
+            doc = json.loads(data)
+        except ValueError as e:
+            if deadline.passed:  # cut short, yet ended as if complete
+                raise ListTooSlow() from None
+            raise NotAPodList(f"not JSON: {_short(e)}") from None
+        self.index.replace_all(parse_pod_list(doc, skipped=self._skipped))
         self.lists += 1
-        version = (doc.get("metadata") or {}).get("resourceVersion")
+        version = _version(doc)
         log.debug("listed %d pods of node %s at version %s", len(doc.get("items") or ()),
                   self.node_name, version)
         return version
@@ -156,7 +228,11 @@ class ApiServerSource(SourceThread):
     def _watch_from(self, version: str | None) -> None:
         """Follow the watch from ``version`` until it must be listed again (or stop)."""
         while not self.stopping:
-            self._watch = w = watch.Watch()
+            self._watch = w = _Watch()
+            # The server ends the watch at timeout_seconds; one that sends past it (or keeps a
+            # trickle going) is cut, so that no read waits forever.
+            limit = self.watch_timeout_s + self.list_timeout_s
+            deadline = _Deadline(limit, self._connections).start()
             try:
                 # The client turns the event stream into model objects as well; `raw_object`
                 # is the document as served, which is what parse_pod reads.
@@ -166,7 +242,7 @@ class ApiServerSource(SourceThread):
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=self.watch_timeout_s,
-                    _request_timeout=(self.connect_timeout_s, self.watch_timeout_s + 30),
+                    _request_timeout=(self.connect_timeout_s, self.read_timeout_s),
                 ):
                     version = self._apply(event) or version
                     if self.stopping:
@@ -178,34 +254,76 @@ class ApiServerSource(SourceThread):
                     self._refused(e)
                     self.wait(self.backoff.next())
                 return
-            except _NETWORK_ERRORS + (ValueError,) as e:
+            except _NETWORK_ERRORS as e:
                 if not self.stopping:
-                    log.info("pod watch connection dropped (%s): listing again", _reason(e))
+                    if deadline.passed:
+                        log.info("pod watch outlived its %d s deadline: listing again", limit)
+                    else:
+                        log.info("pod watch connection dropped (%s): listing again",
+                                 _reason(e))
+                    self.wait(self.backoff.next())
+                return
+            except _EVENT_ERRORS as e:
+                # The client's own parsing of a line failed and ended the stream.
+                if not self.stopping:
+                    self.notices.problem(
+                        "apiserver-skipped",
+                        f"pod names: the API server at {self.host} sent a watch line the "
+                        f"client could not read ({type(e).__name__}: {_short(e)}); listing "
+                        "again",
+                    )
                     self.wait(self.backoff.next())
                 return
             finally:
+                deadline.cancel()
                 self._watch = None
             # The server ended the watch at its timeout: resume from the last version seen.
 
-    def _apply(self, event: dict) -> str | None:
+    def _apply(self, event: Any) -> str | None:
+        """Apply one watch event to the index; returns its resourceVersion, if any. An event
+        of the wrong shape is skipped and said once."""
+        if event is None:  # a blank line: nothing to skip
+            return None
+        if not isinstance(event, Mapping):
+            self._skipped(f"a watch line that is {json_kind(event)}, not an event")
+            return None
         kind = event.get("type")
-        obj = event.get("raw_object") or {}
-        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == _NOT_JSON:
+            self._skipped(f"a watch line that is not JSON ({event['line']!r})")
+            return None
+        obj = event.get("raw_object")
+        if not isinstance(obj, Mapping):
+            self._skipped(f"a {kind} watch event whose object is not an object")
+            return None
+        meta = obj.get("metadata")
+        if meta is not None and not isinstance(meta, Mapping):
+            self._skipped(f"a {kind} watch event whose metadata is not an object")
+            return None
+        meta = meta or {}
+        version = _version(obj)
         if kind in ("ADDED", "MODIFIED"):
-            rec = parse_pod(obj)
+            try:
+                rec = parse_pod(obj)
+            except NotAPod as e:
+                self._skipped(f"a {kind} watch event: {e}")
+                return version
             if rec is not None:
                 self.index.upsert(rec)
         elif kind == "DELETED":
-            uid = (obj.get("metadata") or {}).get("uid")
-            if uid:
+            uid = meta.get("uid")
+            if isinstance(uid, str) and uid:
                 self.index.delete(normalize_uid(uid))
-        # BOOKMARK carries only a newer resourceVersion.
+        elif kind != "BOOKMARK":  # BOOKMARK carries only a newer resourceVersion
+            self._skipped(f"a watch event of unknown type {str(kind)[:40]!r}")
         return version
 
     def _interrupt(self) -> None:
         w = self._watch
         if w is not None:
             w.stop()
+        # A list, or a watch still waiting for its headers, has no Watch to stop: cut the
+        # connections themselves, so that stop() does not wait for a hung server.
+        self._connections.close()
 
     def _refused(self, e: ApiException) -> None:
         if e.status in (401, 403):
@@ -222,12 +340,141 @@ class ApiServerSource(SourceThread):
                 "showing pod UIDs and retrying",
             )
 
+    def _too_slow(self) -> None:
+        self.notices.problem(
+            "apiserver",
+            f"pod names: the API server at {self.host} is too slow: no whole pod list within "
+            f"{self.list_timeout_s:g} s; showing pod UIDs and retrying",
+        )
+
+    def _not_a_pod_list(self, e: NotAPodList) -> None:
+        self.notices.problem(
+            "apiserver",
+            f"pod names: the API server at {self.host} answered something that is not a pod "
+            f"list ({e}); showing pod UIDs and retrying",
+        )
+
+    def _skipped(self, what: str) -> None:
+        self.notices.problem(
+            "apiserver-skipped",
+            f"pod names: skipped {what} from the API server at {self.host}; "
+            "said once, the other pods are used",
+        )
+
     def _unreachable(self, e: Exception) -> None:
         self.notices.problem(
             "apiserver",
             f"pod names: cannot reach the API server at {self.host} ({_reason(e)}); "
             "showing pod UIDs and retrying",
         )
+
+
+_NOT_JSON = "kepler-top: not JSON"
+
+
+class _Watch(watch.Watch):
+    """The client's watch, telling a line that is not JSON from a blank one (the client
+    yields None for both)."""
+
+    def unmarshal_event(self, data: str, return_type: Any) -> Any:
+        event = super().unmarshal_event(data, return_type)
+        if event is None and data and not data.isspace():
+            return {"type": _NOT_JSON, "line": data[:60]}
+        return event
+
+
+class ListTooSlow(Exception):
+    """The whole list took longer than its deadline, however steadily bytes came."""
+
+
+def _version(doc: Mapping[str, Any]) -> str | None:
+    meta = doc.get("metadata")
+    version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+    return version if isinstance(version, str) and version else None
+
+
+class _Connections:
+    """The open connections of one API client, so that a deadline or ``stop()`` can cut a
+    read in progress (urllib3's read timeout restarts with every byte that arrives)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._live: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+        manager = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+        classes = getattr(manager, "pool_classes_by_scheme", None)
+        if not isinstance(classes, dict):
+            # Limitation: with a client built otherwise (a SOCKS proxy), a hung read is cut
+            # only by the read timeout, and stop() waits for it.
+            return
+        manager.pool_classes_by_scheme = {
+            scheme: self._tracking(pool_cls) for scheme, pool_cls in classes.items()
+        }
+
+    def _tracking(self, pool_cls: type) -> type:
+        conns = self
+
+        class Tracked(pool_cls.ConnectionCls):  # type: ignore[name-defined,misc]
+            def connect(self) -> None:
+                super().connect()
+                with conns._lock:
+                    conns._live.add(self)
+                    closed = conns._closed
+                if closed:  # stop() came while this connection was being made
+                    conns.cut()
+
+        return type(f"Tracked{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": Tracked})
+
+    def close(self) -> None:
+        """Cut every connection, now and any made from now on (the source is stopping)."""
+        with self._lock:
+            self._closed = True
+        self.cut()
+
+    def cut(self) -> None:
+        """Shut every open connection down; a read blocked on one returns at once."""
+        with self._lock:
+            live = list(self._live)
+        for conn in live:
+            sock = getattr(conn, "sock", None)
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Deadline:
+    """Cuts ``connections`` when ``seconds`` pass before ``cancel()``; ``passed`` says so."""
+
+    def __init__(self, seconds: float, connections: _Connections) -> None:
+        self.passed = False
+        self._connections = connections
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.passed = True
+        self._connections.cut()
+
+    def start(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def __enter__(self) -> _Deadline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _reason(e: Exception) -> str:

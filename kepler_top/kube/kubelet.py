@@ -13,7 +13,7 @@ import ssl
 import urllib.error
 import urllib.request
 
-from kepler_top.kube.pods import PodIndex, parse_pod_list
+from kepler_top.kube.pods import NotAPodList, PodIndex, parse_pod_list
 from kepler_top.kube.worker import Backoff, Notices, SourceThread
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class KubeletSource(SourceThread):
             request.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=context) as r:
-                doc = json.loads(r.read())
+                data = r.read()
         except urllib.error.HTTPError as e:
             hint = ("grant get on nodes/pods, or nodes/proxy before Kubernetes 1.33 "
                     "(README, 'RBAC')" if e.code in (401, 403)
@@ -100,10 +100,18 @@ class KubeletSource(SourceThread):
         except (OSError, ValueError) as e:
             self._problem(f"cannot read pods from {self.url} ({e})")
             return False
-        self.index.replace_all(parse_pod_list(doc))
+        try:
+            records = parse_pod_list(json.loads(data), skipped=self._skipped)
+        except ValueError as e:  # not JSON, or NotAPodList
+            why = str(e) if isinstance(e, NotAPodList) else f"not JSON: {e}"
+            self._problem(f"{self.url} answered something that is not a pod list ({why})")
+            return False
+        self.index.replace_all(records)
         self.polls += 1
         self.backoff.reset()
         self.notices.clear("kubelet", f"pod names: the kubelet at {self.url} answers")
+        self.notices.clear(f"{self.name}-failed",
+                           f"pod names: the {self.name} pod source works again")
         return True
 
     def _token(self) -> str | None:
@@ -122,6 +130,10 @@ class KubeletSource(SourceThread):
             context.verify_mode = ssl.CERT_NONE
             return context
         return ssl.create_default_context(cafile=self.ca_file)
+
+    def _skipped(self, why: str) -> None:
+        self.notices.problem("kubelet-skipped", f"pod names: skipped a pod from {self.url} "
+                             f"({why}); said once, the other pods are used")
 
     def _problem(self, message: str) -> None:
         self.notices.problem("kubelet", f"pod names: {message}; showing pod UIDs meanwhile")

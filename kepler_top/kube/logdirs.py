@@ -79,8 +79,11 @@ class LogDirSource(SourceThread):
         """Read the folders once into the index."""
         pods_dir = os.path.join(self.root, "pods")
         if not os.access(pods_dir, os.R_OK | os.X_OK):
-            log.info("no readable %s: no pod names from log folders", pods_dir)
+            # Info, said once: most machines outside a cluster have no such folder.
+            self.notices.problem("logdirs", f"no readable {pods_dir}: no pod names from log "
+                                 "folders", level=logging.INFO)
             return
+        self.notices.clear("logdirs", f"{pods_dir} is readable: pod names from log folders")
         self.index.replace_all(read_log_dirs(self.root))
 
     def run_forever(self) -> None:

@@ -113,12 +113,16 @@ def open_metadata(
         try:
             api_client = load_client(kubeconfig)
         except ConfigUnavailable as e:
-            # Without any cluster configuration this is a machine outside a cluster, where
-            # pod UIDs are all there is to show: not worth a warning on every start.
-            notices.problem("apiserver", f"pod names: no API server to ask ({e}): showing "
-                            "pod UIDs; give --kubeconfig FILE, or --no-kube",
-                            level=logging.WARNING if kubeconfig or os.environ.get("KUBECONFIG")
-                            else logging.INFO)
+            if kubeconfig:
+                notices.problem("apiserver", f"pod names: --kubeconfig {kubeconfig} could not "
+                                f"be loaded: {e.why}: fix the file or use --no-kube")
+            else:
+                # Without any cluster configuration this is a machine outside a cluster,
+                # where pod UIDs are all there is to show: not worth a warning on every start.
+                notices.problem("apiserver", f"pod names: no API server to ask ({e}): showing "
+                                "pod UIDs; give --kubeconfig FILE, or --no-kube",
+                                level=logging.WARNING if os.environ.get("KUBECONFIG")
+                                else logging.INFO)
         else:
             index = PodIndex()
             indexes.append(index)

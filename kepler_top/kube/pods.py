@@ -78,52 +78,116 @@ def split_container_id(text: str | None) -> tuple[str | None, str | None]:
     return _RUNTIMES.get(scheme, scheme), cid.strip().lower() or None
 
 
+class NotAPod(ValueError):
+    """One pod document of the wrong shape (a field that is not the type the API gives it)."""
+
+
+class NotAPodList(ValueError):
+    """A whole answer that is not a ``PodList`` (not an object, or ``items`` not a list)."""
+
+
+def _mapping(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise NotAPod(f"{where}{key} is {json_kind(value)}, not an object")
+    return value
+
+
+def _list(doc: Mapping[str, Any], key: str, where: str) -> list:
+    value = doc.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NotAPod(f"{where}{key} is {json_kind(value)}, not a list")
+    return value
+
+
+def json_kind(value: Any) -> str:
+    """How JSON would name the type of ``value``, for a message."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 def parse_pod(doc: Mapping[str, Any]) -> PodRecord | None:
     """A ``PodRecord`` from one pod object as the API documents it; None without a UID.
 
     Every container id in the status lists is mapped, and so is the id of each container's
     previous run (``lastState.terminated.containerID``), so that a restarted container's old
     processes, still listed as terminated, keep its name.
+
+    Raises:
+        NotAPod: a field the record is built from has the wrong type; the message says which.
     """
-    meta = doc.get("metadata") or {}
+    if not isinstance(doc, Mapping):
+        raise NotAPod(f"the pod is {json_kind(doc)}, not an object")
+    meta = _mapping(doc, "metadata", "")
     uid = meta.get("uid")
     if not isinstance(uid, str) or not uid:
         return None
-    status = doc.get("status") or {}
+    status = _mapping(doc, "status", "")
     containers: dict[str, ContainerRef] = {}
     for key, kind in _STATUS_LISTS:
-        for cs in status.get(key) or ():
+        for cs in _list(status, key, "status."):
+            if not isinstance(cs, Mapping):
+                raise NotAPod(f"an entry of status.{key} is {json_kind(cs)}, not an object")
             name = cs.get("name")
             if not isinstance(name, str):
                 continue
-            last = ((cs.get("lastState") or {}).get("terminated") or {}).get("containerID")
+            last = _mapping(_mapping(cs, "lastState", f"status.{key}[]."), "terminated",
+                            f"status.{key}[].lastState.").get("containerID")
             for text in (last, cs.get("containerID")):
-                runtime, cid = split_container_id(text)
+                runtime, cid = split_container_id(text if isinstance(text, str) else None)
                 if cid:
                     containers[cid] = ContainerRef(name, runtime, kind)
-    annotations = meta.get("annotations") or {}
+    annotations = _mapping(meta, "annotations", "metadata.")
     aliases = []
     for key in (MIRROR_ANNOTATION, CONFIG_HASH_ANNOTATION):
         alias = annotations.get(key)
         if isinstance(alias, str) and alias and normalize_uid(alias) != normalize_uid(uid):
             aliases.append(normalize_uid(alias))
+    namespace, name = meta.get("namespace"), meta.get("name")
     return PodRecord(
         uid=normalize_uid(uid),
-        namespace=meta.get("namespace") or None,
-        name=meta.get("name") or None,
+        namespace=namespace if isinstance(namespace, str) and namespace else None,
+        name=name if isinstance(name, str) and name else None,
         containers=containers,
         aliases=tuple(dict.fromkeys(aliases)),
     )
 
 
-def parse_pod_list(doc: Mapping[str, Any]) -> list[PodRecord]:
-    """The records of a ``PodList`` document (the API server's list or the kubelet's /pods)."""
+def parse_pod_list(
+    doc: Any, *, skipped: Callable[[str], None] | None = None
+) -> list[PodRecord]:
+    """The records of a ``PodList`` document (the API server's list or the kubelet's /pods).
+
+    A pod of the wrong shape is left out, and ``skipped`` (when given) is called with why;
+    the rest of the list still counts.
+
+    Raises:
+        NotAPodList: ``doc`` is not an object, or its ``items`` or ``metadata`` has the
+            wrong type.
+    """
+    if not isinstance(doc, Mapping):
+        raise NotAPodList(f"the answer is {json_kind(doc)}, not an object")
+    items = doc.get("items")
+    if items is not None and not isinstance(items, list):
+        raise NotAPodList(f"its items is {json_kind(items)}, not a list")
+    meta = doc.get("metadata")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise NotAPodList(f"its metadata is {json_kind(meta)}, not an object")
     records = []
-    for item in doc.get("items") or ():
-        if isinstance(item, Mapping):
+    for item in items or ():
+        try:
             rec = parse_pod(item)
-            if rec is not None:
-                records.append(rec)
+        except NotAPod as e:
+            if skipped is not None:
+                skipped(str(e))
+            continue
+        if rec is not None:
+            records.append(rec)
     return records
 
 

@@ -15,15 +15,17 @@ class Notices:
         self._said: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def problem(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
-        """Say ``message`` unless this problem (``key``) was already said and not cleared."""
+    def problem(self, key: str, message: str, *, level: int = logging.WARNING) -> bool:
+        """Say ``message`` unless this problem (``key``) was already said and not cleared;
+        True when it was said now."""
         # One line, whatever a parser or a server put in the text it was built from.
         message = " ".join(message.split())
         with self._lock:
             if key in self._said:
-                return
+                return False
             self._said[key] = message
         log.log(level, "%s", message)
+        return True
 
     def clear(self, key: str, message: str) -> None:
         """The problem ``key`` has passed: say ``message`` once if it had been said."""
@@ -61,7 +63,10 @@ class Backoff:
 class SourceThread:
     """A daemon thread running ``self.run_forever()`` until ``stop()``.
 
-    Subclasses wait with ``self.wait(seconds)``, which returns True when asked to stop.
+    Subclasses wait with ``self.wait(seconds)``, which returns True when asked to stop. The
+    thread ends only on ``stop()``: when ``run_forever`` fails (a bug, or an answer no branch
+    foresaw) the failure is said once and the loop starts again after ``self.backoff``.
+    Subclasses set their own ``notices`` and ``backoff`` after calling this ``__init__``.
     """
 
     name = "pods"
@@ -69,6 +74,8 @@ class SourceThread:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.notices = Notices()
+        self.backoff = Backoff(1.0, 60.0)
 
     def start(self) -> None:
         """Start the thread (once)."""
@@ -98,11 +105,29 @@ class SourceThread:
         """Unblock a read in progress (subclasses with long reads override)."""
 
     def _main(self) -> None:
-        try:
-            self.run_forever()
-        except Exception:  # a bug here must not take the sampler down; say it and stop
-            log.exception("pod source %s stopped", self.name)
+        while not self.stopping:
+            try:
+                self.run_forever()
+            except Exception as e:  # noqa: BLE001 - names must come back once it passes
+                said = self.notices.problem(
+                    f"{self.name}-failed",
+                    f"pod names: the {self.name} pod source failed ({type(e).__name__}: "
+                    f"{_short(e)}); retrying",
+                )
+                if said:  # the traceback is for whoever debugs this, not for every user
+                    log.debug("pod source %s failed", self.name, exc_info=True)
+            else:
+                if self.stopping:
+                    return
+            if self.wait(self.backoff.next()):
+                return
 
     def run_forever(self) -> None:
         """The source's loop; returns when ``stopping``."""
         raise NotImplementedError
+
+
+def _short(e: Exception) -> str:
+    """The text of ``e`` on one line, at most 200 characters."""
+    text = " ".join(str(e).split()) or "no message"
+    return text if len(text) <= 200 else text[:197] + "..."
