@@ -443,24 +443,34 @@ def parse_time(text: str) -> datetime:
 
 _DURATION = re.compile(r"^\+(\d+(?:\.\d*)?)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# +1h30m, +2m30s: several parts, each with its unit.
+_COMPOUND = re.compile(r"\+(?:\d+(?:\.\d*)?[smhd]){2,}")
+_PART = re.compile(r"(\d+(?:\.\d*)?)([smhd])")
 
 
 def parse_moment(text: str, *, start: datetime) -> datetime:
     """A moment in a recording, as a user gives it on a flag or in the replay's jump box.
 
     Accepts an RFC 3339 time; ``HH:MM`` or ``HH:MM:SS`` (UTC, on the day the recording
-    starts, or the next day when that time is earlier than the start); or ``+90s``,
-    ``+15m``, ``+2h``, ``+1d`` after the start. Raises ValueError for anything else.
+    starts, or the next day when that time, as precise as written, is over before the
+    start); or ``+90s``, ``+15m``, ``+2h``, ``+1d``, ``+1h30m`` after the start. Raises
+    ValueError for anything else.
     """
     text = text.strip()
     m = _DURATION.match(text)
     if m:
         return start + timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+    if _COMPOUND.fullmatch(text):
+        seconds = sum(float(n) * _UNIT_S[u] for n, u in _PART.findall(text))
+        return start + timedelta(seconds=seconds)
     if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?", text):
         parts = [float(p) for p in text.split(":")]
         clock = time(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
         when = datetime.combine(start.date(), clock, tzinfo=timezone.utc)
-        if when < start - timedelta(seconds=1):
+        # The time as precise as it was written: `16:34` is the whole minute, so a recording
+        # that starts at 16:34:36 is in it, today, not tomorrow.
+        precision = timedelta(seconds=1 if len(parts) > 2 else 60)
+        if when + precision <= start:
             when += timedelta(days=1)
         return when
     return parse_time(text)

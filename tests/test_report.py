@@ -105,11 +105,25 @@ def test_relative_window_from_the_start(tmp_path, capsys, snaps):
     ("+1.5h", "2025-11-24T13:30:00Z"),
     ("+90", "2025-11-24T12:01:30Z"),
     ("2025-11-24T23:00:00+01:00", "2025-11-24T22:00:00Z"),
+    ("+1h30m", "2025-11-24T13:30:00Z"),
+    ("+2m30s", "2025-11-24T12:02:30Z"),
 ])
 def test_moments_count_from_the_recording(text, expected):
     from kepler_top.recording import parse_moment, parse_time
 
     start = parse_time("2025-11-24T12:00:00Z")
+    assert parse_moment(text, start=start) == parse_time(expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("12:00", "2025-11-24T12:00:00Z"),  # the minute the recording starts in: today
+    ("12:00:20", "2025-11-25T12:00:20Z"),  # a second already over at the start: tomorrow
+    ("11:59", "2025-11-25T11:59:00Z"),
+])
+def test_a_time_of_day_counts_as_precisely_as_it_is_written(text, expected):
+    from kepler_top.recording import parse_moment, parse_time
+
+    start = parse_time("2025-11-24T12:00:36Z")
     assert parse_moment(text, start=start) == parse_time(expected)
 
 
