@@ -60,7 +60,20 @@ def _csv(snap: Snapshot) -> str:
     return buf.getvalue()
 
 
-def _columns(rows: list[list[str]], right: set[int]) -> list[str]:
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``, ``\\x0a``).
+
+    Process names and paths come from whoever runs the process: printed raw, an escape
+    sequence would restyle the operator's terminal and a newline would forge a row.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def columns(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows of text cells as aligned lines; cells at the ``right`` indexes align right."""
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
@@ -106,5 +119,5 @@ def _table(snap: Snapshot, top: int = 10) -> str:
         more = f" (top {top} of {len(rows)})" if len(rows) > top else ""
         lines.append(f"{title} by {unit} watts{more}")
         right = {i for i, h in enumerate(header) if h in ("WATTS", "JOULES", "CPU_S", "PID")}
-        lines.extend(_columns([header] + rows[:top], right))
+        lines.extend(columns([header] + rows[:top], right))
     return "\n".join(lines) + "\n"

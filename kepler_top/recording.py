@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import re
 import zlib
@@ -410,9 +411,10 @@ class RecordingReader:
                 self.dropped += 1
                 self.warn(f"line {line.number} is not JSON; skipped")
                 continue
-            if not isinstance(doc, dict) or "timestamp" not in doc:
+            why = snapshot_problem(doc)
+            if why is not None:
                 self.dropped += 1
-                self.warn(f"line {line.number} is not a snapshot; skipped")
+                self.warn(f"line {line.number} is not a snapshot ({why}); skipped")
                 continue
             yield doc
 
@@ -458,11 +460,16 @@ def parse_moment(text: str, *, start: datetime) -> datetime:
     """
     text = text.strip()
     m = _DURATION.match(text)
+    seconds = None
     if m:
-        return start + timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
-    if _COMPOUND.fullmatch(text):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    elif _COMPOUND.fullmatch(text):
         seconds = sum(float(n) * _UNIT_S[u] for n, u in _PART.findall(text))
-        return start + timedelta(seconds=seconds)
+    if seconds is not None:
+        try:
+            return start + timedelta(seconds=seconds)
+        except OverflowError:
+            raise ValueError(f"{text} is further than any date") from None
     if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?", text):
         parts = [float(p) for p in text.split(":")]
         clock = time(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
@@ -474,3 +481,60 @@ def parse_moment(text: str, *, start: datetime) -> datetime:
             when += timedelta(days=1)
         return when
     return parse_time(text)
+
+
+_WORKLOAD_LISTS = ("processes", "containers", "pods", "namespaces", "vms")
+
+
+def _energy_problem(where: str, item: Any, fields: tuple[str, ...]) -> str | None:
+    if not isinstance(item, dict):
+        return f"{where} is not an object"
+    for name in fields:
+        value = item.get(name)
+        if value is None:
+            continue  # unknown is null, and allowed
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{where}.{name} is not a number"
+        if not math.isfinite(value) or (name.endswith("joules") and value < 0):
+            return f"{where}.{name} is {value!r}"
+    return None
+
+
+def snapshot_problem(doc: Any) -> str | None:
+    """Why a JSON value cannot be a snapshot document, or None when its shape is right.
+
+    Checks what readers of a recording use (times, intervals, energy figures and the
+    lists), so that a line damaged into other valid JSON is skipped with a reason instead
+    of being summed: cumulative joules are never negative, figures are finite numbers.
+    """
+    if not isinstance(doc, dict):
+        return "not an object"
+    try:
+        parse_time(doc["timestamp"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "no valid timestamp"
+    interval = doc.get("interval_seconds")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
+            math.isfinite(interval) and interval >= 0):
+        return "interval_seconds is not a non-negative number"
+    node = doc.get("node")
+    energy = ("joules", "watts", "active_joules", "active_watts", "idle_joules", "idle_watts")
+    why = _energy_problem("node", node, energy)
+    if why:
+        return why
+    zones = node.get("zones", {})
+    if not isinstance(zones, dict):
+        return "node.zones is not an object"
+    for zone, figures in zones.items():
+        why = _energy_problem(f"node.zones.{zone}", figures, energy)
+        if why:
+            return why
+    for name in _WORKLOAD_LISTS:
+        items = doc.get(name, [])
+        if not isinstance(items, list):
+            return f"{name} is not a list"
+        for i, item in enumerate(items):
+            why = _energy_problem(f"{name}[{i}]", item, ("joules", "watts"))
+            if why:
+                return why
+    return None

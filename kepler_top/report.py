@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from kepler_top.errors import UsageError
-from kepler_top.output import fmt_watts
+from kepler_top.output import columns, fmt_watts
 from kepler_top.recording import RecordingError, RecordingReader, parse_moment, parse_time
 
 HELP = "energy per workload over a recording (joules, Wh, average and peak watts, share)"
@@ -330,12 +330,8 @@ def render_table(doc: dict[str, Any], *, windowed: bool = True) -> str:
     plural = "processes" if level == "process" else f"{level}s"
     lines.append(f"{plural}: {len(workloads)}, {attributed:.1f} J attributed to them")
     lines.append("")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     first_num = len(_NAME_COLUMNS[level]) + 1
-    for r in rows:
-        cells = [c.rjust(widths[i]) if i >= first_num else c.ljust(widths[i])
-                 for i, c in enumerate(r)]
-        lines.append("  ".join(cells).rstrip())
+    lines.extend(columns(rows, set(range(first_num, len(header)))))
     return "\n".join(lines) + "\n"
 
 

@@ -147,3 +147,11 @@ def test_the_tui_without_a_terminal_says_what_to_use_instead():
                             timeout=60)
     assert_one_line_error(result, 2, "needs a terminal", "--once")
     assert result.stdout == ""
+
+
+def test_table_cells_show_control_characters_as_escapes():
+    from kepler_top.output import columns
+
+    lines = columns([["PID", "COMM"], ["12", "\x1b[41mRED\x1b[0m\nFAKE"]], {0})
+    assert lines[1].endswith("\\x1b[41mRED\\x1b[0m\\x0aFAKE")
+    assert all("\x1b" not in line and "\n" not in line for line in lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +114,14 @@ def test_moments_count_from_the_recording(text, expected):
 
     start = parse_time("2025-11-24T12:00:00Z")
     assert parse_moment(text, start=start) == parse_time(expected)
+
+
+def test_an_offset_beyond_any_date_is_one_line_error(tmp_path, capsys, snaps):
+    path = _record(tmp_path / "run.jsonl", snaps)
+    assert main(["report", path, "--from", "+99999999999d"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kepler-top: error: --from '+99999999999d' is not a time")
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -241,3 +250,31 @@ def test_a_header_only_recording_is_a_file_problem_exit_1(tmp_path, capsys):
     assert main(["report", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "holds no snapshots" in err
+
+
+@pytest.mark.parametrize("field, value", [
+    (("timestamp",), "x"),
+    (("interval_seconds",), "a"),
+    (("node",), 5),
+    (("node", "joules"), -1e9),
+    (("processes",), None),
+    (("processes", 0, "joules"), "z"),
+])
+def test_a_line_damaged_into_other_json_is_skipped_with_a_reason(tmp_path, capsys, snaps,
+                                                                   field, value):
+    path = Path(_record(tmp_path / "run.jsonl", snaps))
+    lines = path.read_text().splitlines()
+    doc = json.loads(lines[3])
+    target = doc
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    lines[3] = json.dumps(doc)
+    path.write_text("\n".join(lines) + "\n")
+
+    assert main(["report", str(path), "--by", "process", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "line 4 is not a snapshot" in captured.err and "skipped" in captured.err
+    totals = json.loads(captured.out)
+    processes = sum(w["joules"] for w in totals["workloads"])
+    assert processes <= totals["node_energy"]["active_joules"] * (1 + 1e-12)

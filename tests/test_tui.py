@@ -55,7 +55,7 @@ async def test_starts_switches_views_pauses_helps_and_quits(node_tree):
             await pilot.press(key)
             assert (app.view_name, table.row_count) == (view, rows), key
         await pilot.press("2")
-        assert [table.get_row_at(i)[1] for i in range(3)] == ["db-0", "web-0", "batch-x1"]
+        assert [str(table.get_row_at(i)[1]) for i in range(3)] == ["db-0", "web-0", "batch-x1"]
 
         await pilot.press("p")
         assert "PAUSED" in text_of(app, NodeHeader)
@@ -234,3 +234,18 @@ async def test_figures_kept_after_sampling_fails_are_marked_stale(node_tree):
         app.sample()
         await settle(pilot)
         assert "STALE: sampling is failing" in text_of(app, NodeHeader)
+
+
+@run_async
+async def test_process_names_cannot_restyle_the_screen_or_break_markup(node_tree):
+    feed = cluster_feed(node_tree)
+    for pid, comm in ((1001, "\x1b[41mRED\x1b[0m"), (2001, "[/]oops[b]")):
+        stat = feed.tree.proc / str(pid) / "stat"
+        text = stat.read_text()
+        stat.write_text(text[: text.index("(") + 1] + comm + text[text.rindex(")"):])
+    app = KeplerTopApp(feed, interval_s=HOUR, view="processes")
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        table = app.query_one(WorkloadTable)
+        comms = {str(table.get_row_at(i)[7]) for i in range(table.row_count)}
+        assert {"\\x1b[41mRED\\x1b[0m", "[/]oops[b]"} <= comms

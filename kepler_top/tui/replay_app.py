@@ -86,7 +86,8 @@ class ReplayApp(KeplerTopApp):
         Binding("space", "pause", "Pause"),
         Binding("p", "pause", "Pause", show=False),
         Binding("full_stop", "step", "Step"),
-        Binding("right", "step", "Step", show=False),
+        # Priority: the table would otherwise take the arrow to scroll sideways.
+        Binding("right", "step", "Step", show=False, priority=True),
         Binding("g", "jump", "Jump"),
         Binding("plus", "speed(2)", "Faster"),
         Binding("minus", "speed(0.5)", "Slower"),

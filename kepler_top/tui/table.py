@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
-from kepler_top.output import fmt_joules, fmt_watts, short_id
+from kepler_top.output import fmt_joules, fmt_watts, printable, short_id
 from kepler_top.snapshot import Snapshot
 
 
@@ -143,6 +143,9 @@ class WorkloadTable(DataTable):
             while key in seen:
                 key += "+"
             seen.add(key)
+            # Names come from the processes themselves: escapes must not reach the terminal,
+            # and a bare string would be read as markup (a comm of "[/]" is a markup error).
+            cells = [Text(printable(c)) if isinstance(c, str) else c for c in cells]
             self.add_row(*cells, key=key)
         if selected is not None:
             try:
