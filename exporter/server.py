@@ -26,6 +26,10 @@ DEFAULT_LISTEN = ":28282"
 # longer than SLOT_WAIT_S is answered 503, so slow clients cannot use up file descriptors.
 MAX_CONNECTIONS = 64
 SLOT_WAIT_S = 5.0
+# A client must send its whole request line and headers within this many seconds of
+# connecting (or of its previous response): a per-read timeout alone lets one that sends a
+# header line now and then hold a slot for ever. Scrapers send a request in milliseconds.
+REQUEST_DEADLINE_S = 10.0
 METHODS = ("GET", "HEAD")
 MAX_BODY = 64 * 1024  # a scrape has no body; a larger one closes the connection unread
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
@@ -140,12 +144,33 @@ def make_handler(
         server_version = "kepler-top"
         protocol_version = "HTTP/1.1"
         timeout = 30
+        request_deadline_s = REQUEST_DEADLINE_S
+
+        def handle_one_request(self) -> None:
+            # Cut the connection if the request has not arrived whole by the deadline; the
+            # timer is stopped as soon as the headers are parsed, so a slow download of a
+            # large exposition is not cut.
+            self._deadline = threading.Timer(self.request_deadline_s, self._cut)
+            self._deadline.daemon = True
+            self._deadline.start()
+            try:
+                super().handle_one_request()
+            finally:
+                self._deadline.cancel()
+
+        def _cut(self) -> None:
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
         def version_string(self) -> str:
             return self.server_version  # not the Python version: it helps only an attacker
 
         def parse_request(self) -> bool:
-            if not super().parse_request():
+            parsed = super().parse_request()
+            self._deadline.cancel()
+            if not parsed:
                 return False
             if not self._discard_body():
                 return False

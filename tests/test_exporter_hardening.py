@@ -7,6 +7,7 @@ import gzip
 import http.client
 import logging
 import re
+import select
 import socket
 import time
 
@@ -304,3 +305,34 @@ def test_booleans_in_a_log_line_are_all_lower_case(caplog):
         event(log, logging.INFO, "started", estimated=True, tls=False, basic_auth=False)
     assert caplog.records[-1].getMessage() == \
         "event=started estimated=true tls=false basic_auth=false"
+
+
+def test_a_client_trickling_its_headers_is_cut_at_the_deadline(driver):
+    sampler, registry = exporter(driver)
+    sampler.sample_once(), sampler.sample_once()
+    handler = make_handler(registry, sampler.health, None)
+    handler.request_deadline_s = 0.5
+    servers = Servers([("127.0.0.1", 0)], handler, max_connections=1, slot_wait_s=0.2)
+    servers.start()
+    host, port = servers.addresses[0]
+    slow = socket.create_connection((host, port), timeout=10)
+    try:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+        cut = False
+        for _ in range(40):  # a header line every 0.1 s would hold the slot for ever
+            time.sleep(0.1)
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+                readable, _, _ = select.select([slow], [], [], 0)
+                # Readable now can only mean closed (b"") or answered and closed: cut.
+                cut = bool(readable)
+            except OSError:
+                cut = True
+            if cut:
+                break
+    finally:
+        slow.close()
+    assert cut, "the trickling client kept its connection past the deadline"
+    _until(lambda: get(f"http://{host}:{port}/healthz") == (200, "ok\n"),
+           "the slot is free again")
+    servers.close()
