@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from kepler_top.errors import UsageError
+from kepler_top.recording import RecordingError, RecordingReader
 from kepler_top.tui.table import VIEWS
 
 HELP = "the TUI, fed from a recording (pause, step, jump to a time, --speed)"
@@ -33,6 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kepler_top.tui.replay_app import ReplayApp
     from kepler_top.tui.replay_feed import ReplayFeed
+
+    with RecordingReader(args.file, warn=lambda _text: None) as probe:
+        # Said here, in one line, rather than by a TUI waiting for a sample that never comes.
+        if next(probe.documents(), None) is None:
+            raise RecordingError(f"{args.file} holds no snapshots (only its header)",
+                                 "record for at least one interval")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("replay is interactive and needs a terminal on stdin and stdout",
+                         "use 'kepler-top report FILE' for figures in a pipe or a file")
 
     problems: list[str] = []
     app: ReplayApp | None = None

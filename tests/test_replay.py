@@ -215,8 +215,14 @@ def test_replay_of_a_bad_file_is_one_line_exit_1(tmp_path, capsys, content, says
     assert err.count("\n") == 1
 
 
-def test_replay_of_a_header_only_file_says_it_holds_nothing(tmp_path):
+def test_replay_of_a_header_only_file_says_it_holds_nothing(tmp_path, capsys):
+    from kepler_top.cli import main
+
     asyncio.run(_header_only(tmp_path))
+    # From the command line, before any screen is drawn: one line, exit 1.
+    assert main(["replay", str(tmp_path / "empty.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kepler-top: error: ") and "holds no snapshots" in err
 
 
 async def _header_only(tmp_path):
