@@ -38,7 +38,7 @@ def test_pods_view_with_names_from_the_cluster(node_tree, snap_compare):
 
 def test_containers_view(node_tree, snap_compare):
     """Containers view: named containers (postgres, app, job, ...), the unnamed docker one by
-    short id, pod names, runtimes and CPU seconds."""
+    short id, each pod as namespace/name, runtimes and CPU seconds."""
     assert snap_compare(cluster_app(node_tree), press=["3"], terminal_size=SIZE,
                         run_before=first_sample)
 

@@ -64,7 +64,11 @@ def _containers(snap: Snapshot):
     pods = {p.uid: p for p in snap.pods}
     for c in snap.containers:
         pod = pods.get(c.pod_uid) if c.pod_uid else None
-        pod_label = (pod.name if pod and pod.name else short_id(c.pod_uid, 8))
+        if pod is not None and pod.name:
+            # The same pod name can stand in two namespaces (a service and its staging copy).
+            pod_label = f"{pod.namespace}/{pod.name}" if pod.namespace else pod.name
+        else:
+            pod_label = short_id(c.pod_uid, 8)
         yield c.id, [c.name or short_id(c.id), pod_label, c.runtime or "-", c.state,
                      _num(f"{c.cpu_seconds:.1f}"), *_figures(c, snap)], c
 
