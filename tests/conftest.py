@@ -332,3 +332,13 @@ def run_async(test: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         return asyncio.run(test(*args, **kwargs))
 
     return wrapper
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory user nobody can enter (pytest's tmp_path is 0700), removed afterwards."""
+    from helpers_power import world_readable_dir
+
+    path = world_readable_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ import threading
 import pytest
 
 from helpers_power import (FIXTURES, advance, as_nobody, copy_case, make_root_only,
-                           needs_root_to_switch_user, world_readable_dir, write_msr)
+                           needs_root_to_switch_user, write_msr)
 from kepler_top.doctor import diagnose, render_text
 
 
@@ -27,13 +26,6 @@ def fixture_roots(case: str, dev_cpu) -> list[str]:
     root = FIXTURES / case
     return ["--sysfs", str(root / "sys"), "--procfs", str(root / "proc"),
             "--dev-cpu", str(dev_cpu)]
-
-
-@pytest.fixture
-def shared_dir():
-    path = world_readable_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_doctor_on_this_vm_names_both_reasons_and_the_estimator():

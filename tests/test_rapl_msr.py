@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from helpers_power import (FIXTURES, FakeClock, as_nobody, needs_root_to_switch_user,
-                           world_readable_dir, write_msr)
+                           write_msr)
 from kepler_top.backends.rapl_msr import RaplMsr, counter_delta, energy_unit_j
 from kepler_top.engine import Engine
 from kepler_top.errors import SourceUnavailable
@@ -175,13 +174,6 @@ def test_cpu_without_rapl_package_counter_is_unavailable(tmp_path):
     with pytest.raises(SourceUnavailable) as err:
         msr_source("msr-intel-one-socket", dev)
     assert "package energy register" in err.value.what
-
-
-@pytest.fixture
-def shared_dir():
-    path = world_readable_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_device_without_permission_names_cap_sys_rawio(shared_dir):

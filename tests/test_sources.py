@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from helpers_power import (FIXTURES, advance, as_nobody, copy_case, make_root_only,
-                           needs_root_to_switch_user, world_readable_dir, write_msr)
+                           needs_root_to_switch_user, write_msr)
 from kepler_top.engine import Engine
 from kepler_top.errors import SourceUnavailable
 from kepler_top.sources import open_source
@@ -19,13 +18,6 @@ from kepler_top.sources import open_source
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kepler_top", *args], capture_output=True,
                           text=True, timeout=60)
-
-
-@pytest.fixture
-def shared_dir():
-    path = world_readable_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_auto_chooses_rapl_sysfs_where_it_is_readable(tmp_path):
