@@ -79,22 +79,41 @@ def test_fifty_concurrent_scrapes_during_sampling_are_complete_and_consistent(bu
     sampler.sample_once(), sampler.sample_once()
     servers = _serve(registry, sampler, [("127.0.0.1", 0)])
     host, port = servers.addresses[0]
+    url = f"http://{host}:{port}/metrics"
+    before = parse(get(url)[1])["kepler_top_sample_duration_seconds_count"][0].value
+
+    def scrape_until_sampling_moved(_):
+        # Each client keeps scraping until it has seen a newer snapshot than the one published
+        # before sampling started, so the scrapes overlap sampling however the threads are
+        # scheduled; the cap only stops a broken sampler from hanging the test.
+        seen = []
+        for _ in range(500):
+            status, body = get(url)
+            seen.append((status, body))
+            if status != 200:
+                break
+            if parse(body)["kepler_top_sample_duration_seconds_count"][0].value > before:
+                break
+        return seen
+
     sampler.start()  # samples every 10 ms while the scrapes run
     try:
         with ThreadPoolExecutor(50) as pool:
-            results = list(pool.map(lambda _: get(f"http://{host}:{port}/metrics"), range(50)))
+            per_client = list(pool.map(scrape_until_sampling_moved, range(50)))
     finally:
         sampler.stop()
         servers.close()
     assert busy_node.samples > 3
-    counts = set()
-    for status, body in results:
-        assert status == 200
-        samples = parse(body)
-        assert EXPECTED <= set(samples)
-        _consistent(samples)
-        counts.add(samples["kepler_top_sample_duration_seconds_count"][0].value)
-    assert len(counts) > 1  # the scrapes did see sampling going on
+    for seen in per_client:
+        counts = []
+        for status, body in seen:
+            assert status == 200
+            samples = parse(body)
+            assert EXPECTED <= set(samples)
+            _consistent(samples)
+            counts.append(samples["kepler_top_sample_duration_seconds_count"][0].value)
+        assert counts == sorted(counts)  # a client never sees an older snapshot after a newer
+        assert counts[-1] > before
 
 
 def test_serves_on_several_addresses_ipv4_and_ipv6(busy_node):
