@@ -47,14 +47,33 @@ def interval_arg(text: str) -> float:
     return value
 
 
-def add_common(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+class _Group:
+    """An argument group whose help leaves out the flags a mode has no use for.
+
+    The flags are still accepted, so a command line that worked keeps working; they just do not
+    clutter ``replay --help`` with power-source flags that a recording has no use for."""
+
+    def __init__(self, group, shown: frozenset[str] | None):
+        self._group, self._shown = group, shown
+
+    def add_argument(self, flag: str, **kwargs):
+        if self._shown is not None and flag.lstrip("-").replace("-", "_") not in self._shown:
+            kwargs["help"] = argparse.SUPPRESS
+        return self._group.add_argument(flag, **kwargs)
+
+
+def add_common(
+    parser: argparse.ArgumentParser, *, suppress: bool = False,
+    shown: frozenset[str] | None = None,
+) -> None:
     """Flags that every mode takes. Subcommands repeat them with defaults suppressed, so a flag
-    given before or after the subcommand's name means the same."""
+    given before or after the subcommand's name means the same. ``shown`` names (as attribute
+    names) the ones a subcommand's help lists; None lists them all."""
 
     def d(value):
         return argparse.SUPPRESS if suppress else value
 
-    g = parser.add_argument_group("common options")
+    g = _Group(parser.add_argument_group("common options"), shown)
     g.add_argument("--interval", type=interval_arg, default=d(None), metavar="SECONDS",
                    help="sampling interval (default 2 s; 5 s for export and record)")
     g.add_argument("--source", default=d("auto"),
@@ -107,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         for name, module_name in SUBCOMMANDS.items():
             module = importlib.import_module(module_name)
             p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-            add_common(p, suppress=True)
+            shown = getattr(module, "COMMON_FLAGS", None)
+            add_common(p, suppress=True, shown=None if shown is None else frozenset(shown))
             module.add_arguments(p)
             p.set_defaults(run=module.run)
     return parser

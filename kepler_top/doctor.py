@@ -20,6 +20,8 @@ from kepler_top.errors import SourceUnavailable, UsageError
 from kepler_top.sources import open_source
 
 HELP = "diagnose this node: RAPL zones, MSR access, CPU, VM, cgroups, and the source auto picks"
+# doctor looks at the node's power sources and nothing of the cluster.
+COMMON_FLAGS = ("sysfs", "procfs", "dev_cpu", "model", "debug")
 
 # sys_vendor / product_name text of hypervisors' virtual firmware.
 _VM_DMI = ("qemu", "kvm", "vmware", "xen", "microsoft corporation", "innotek", "virtualbox",

@@ -11,6 +11,8 @@ from kepler_top.recording import RecordingError, RecordingReader
 from kepler_top.tui.table import VIEWS
 
 HELP = "the TUI, fed from a recording (pause, step, jump to a time, --speed)"
+# A recording carries its own power figures: of the common flags only --debug means anything.
+COMMON_FLAGS = ("debug",)
 
 
 def _speed(text: str) -> float:

@@ -28,6 +28,8 @@ from kepler_top.output import columns, fmt_watts
 from kepler_top.recording import RecordingError, RecordingReader, parse_moment, parse_time
 
 HELP = "energy per workload over a recording (joules, Wh, average and peak watts, share)"
+# A recording carries its own power figures: of the common flags only --debug means anything.
+COMMON_FLAGS = ("debug",)
 LEVELS = ("namespace", "pod", "container", "process")
 JOULES_PER_WH = 3600.0
 ESTIMATOR = "estimator"  # the one source whose figures are a model, not a meter
@@ -267,7 +269,8 @@ def as_dict(t: Totals, path: str) -> dict[str, Any]:
             "peak_watts": t.node_rows["joules"].peak_watts if "joules" in t.node_rows else None,
         },
         "workloads": [
-            {**names(r.item), "state": r.state, "joules": r.joules, "wh": _wh(r.joules),
+            # A namespace has no state of its own in a snapshot; "running" would be a guess.
+            {**names(r.item), "state": None if t.by == "namespace" else r.state, "joules": r.joules, "wh": _wh(r.joules),
              "avg_watts": r.joules / r.running_s if r.running_s else None,
              "peak_watts": r.peak_watts,
              "share": r.joules / node_j if node_j else None}
@@ -320,17 +323,20 @@ def render_table(doc: dict[str, Any], *, windowed: bool = True) -> str:
         return "\n".join(lines) + "\n"
     level = doc["by"]
     workloads = doc["workloads"]
-    header = [*_NAME_COLUMNS[level], "STATE", "JOULES", "WH", "AVG W", "PEAK W", "SHARE"]
+    stated = level != "namespace"
+    header = [*_NAME_COLUMNS[level], *(["STATE"] if stated else []),
+              "JOULES", "WH", "AVG W", "PEAK W", "SHARE"]
     rows = [header]
     for w in workloads:
         share = "-" if w["share"] is None else f"{100 * w['share']:.1f}%"
-        rows.append([*_name(level, w), w["state"], f"{w['joules']:.1f}", f"{w['wh']:.4f}",
+        rows.append([*_name(level, w), *([w["state"]] if stated else []),
+                     f"{w['joules']:.1f}", f"{w['wh']:.4f}",
                      fmt_watts(w["avg_watts"]), fmt_watts(w["peak_watts"]), share])
     attributed = sum(w["joules"] for w in workloads)
     plural = "processes" if level == "process" else f"{level}s"
     lines.append(f"{plural}: {len(workloads)}, {attributed:.1f} J attributed to them")
     lines.append("")
-    first_num = len(_NAME_COLUMNS[level]) + 1
+    first_num = len(_NAME_COLUMNS[level]) + stated
     lines.extend(columns(rows, set(range(first_num, len(header)))))
     return "\n".join(lines) + "\n"
 
@@ -350,7 +356,7 @@ def render_csv(doc: dict[str, Any]) -> str:
                 num(n["avg_watts"]), num(n["peak_watts"]), "1.0" if n["joules"] else ""])
     for row in doc["workloads"]:
         ident, name, ns = _csv_names(doc["by"], row)
-        w.writerow([doc["by"], ident, name, ns, row["state"], num(row["joules"]),
+        w.writerow([doc["by"], ident, name, ns, row["state"] or "", num(row["joules"]),
                     num(row["wh"]), num(row["avg_watts"]), num(row["peak_watts"]),
                     num(row["share"])])
     return buf.getvalue()

@@ -155,3 +155,18 @@ def test_table_cells_show_control_characters_as_escapes():
     lines = columns([["PID", "COMM"], ["12", "\x1b[41mRED\x1b[0m\nFAKE"]], {0})
     assert lines[1].endswith("\\x1b[41mRED\\x1b[0m\\x0aFAKE")
     assert all("\x1b" not in line and "\n" not in line for line in lines)
+
+
+def test_subcommand_help_lists_only_the_common_flags_it_uses(tmp_path):
+    replay = kepler_top("replay", "--help")
+    assert replay.returncode == 0
+    assert "--debug" in replay.stdout
+    assert "--source" not in replay.stdout and "--kubeconfig" not in replay.stdout
+    doctor = kepler_top("doctor", "--help").stdout
+    assert "--sysfs" in doctor and "--model" in doctor and "--pod-source" not in doctor
+    assert "--pod-source" in kepler_top("record", "--help").stdout
+    # Hidden is not refused: a command line that worked before still parses.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    accepted = kepler_top("report", str(empty), "--source", "estimator")
+    assert "unrecognized arguments" not in accepted.stderr

@@ -172,6 +172,10 @@ def test_csv_and_table_carry_the_same_totals(tmp_path, capsys, snaps):
     assert float(rows[0]["joules"]) == snaps[-1].node.joules
     assert {r["name"]: float(r["joules"]) for r in rows[1:]} == {
         n.name: n.joules for n in snaps[-1].namespaces}
+    # A snapshot gives namespaces no state, so the report claims none.
+    assert {r["state"] for r in rows[1:]} == {""}
+    assert main(["report", path, "--by", "namespace"]) == 0
+    assert "STATE" not in capsys.readouterr().out
     assert main(["report", path, "--by", "pod"]) == 0
     table = capsys.readouterr().out
     assert "node measured energy 79.0 J (0.0219 Wh)" in table
