@@ -249,3 +249,25 @@ async def test_process_names_cannot_restyle_the_screen_or_break_markup(node_tree
         table = app.query_one(WorkloadTable)
         comms = {str(table.get_row_at(i)[7]) for i in range(table.row_count)}
         assert {"\\x1b[41mRED\\x1b[0m", "[/]oops[b]"} <= comms
+
+
+@run_async
+async def test_a_narrow_terminal_cuts_the_header_but_keeps_the_estimated_marker(node_tree):
+    feed = FixtureFeed(node_tree("cluster-pods"), steps=[STEADY], energy_uj={},
+                       metadata=ClusterNames(), source="estimator", node_name="a" * 30)
+    app = KeplerTopApp(feed, interval_s=HOUR)
+    async with app.run_test(size=(150, 20)) as pilot:
+        await settle(pilot)
+        wide = text_of(app, NodeHeader).splitlines()
+        assert len(wide) == 3 and "ESTIMATED (a model of CPU use, not a meter)" in wide[0]
+        await pilot.resize_terminal(32, 12)
+        await pilot.pause()
+        header = app.query_one(NodeHeader)
+        narrow = str(header.render()).splitlines()
+        # The head, the feed on a line of its own, power and zones: cut, not wrapped.
+        assert len(narrow) == 4 and header.size.height == 4
+        assert narrow[0].endswith(" estimator ESTIMATED") and narrow[0].startswith("aaa")
+        assert narrow[1] == "[fixture]"
+        assert all(len(line) <= header.content_size.width for line in narrow)
+        assert narrow[2].startswith("power ") and narrow[2].endswith("…")
+        assert app.query_one(WorkloadTable).size.height >= 4, "the table keeps the screen"
