@@ -88,3 +88,21 @@ def test_kubelet_source_without_a_kubelet_is_said_once(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = pod_lines(r.stderr)
     assert len(lines) == 1 and f"https://127.0.0.1:{port}/pods" in lines[0]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("clusters: [\n", "not valid YAML: expected the node content"),
+    ("just a string\n", "not a kubeconfig (expected a mapping"),
+    ("- a\n- b\n", "not a kubeconfig (expected a mapping"),
+    ("current-context: x\ncontexts: 5\n", "not a kubeconfig (expected a mapping"),
+])
+def test_a_kubeconfig_that_is_not_one_is_said_in_words_and_sampling_goes_on(tmp_path, text,
+                                                                            says):
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    r = run("--kubeconfig", str(path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == 1
+    lines = pod_lines(r.stderr)
+    assert len(lines) == 1 and str(path) in lines[0] and says in lines[0]
+    assert "object" not in lines[0] and "indices" not in lines[0], "no Python in the message"

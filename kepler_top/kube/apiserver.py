@@ -76,14 +76,28 @@ def load_client(kubeconfig: str | None = None) -> client.ApiClient:
     cfg = client.Configuration()
     try:
         cfg = _load(kubeconfig, cfg)
-    except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as e:
+    except (ConfigException, OSError, ValueError, TypeError, AttributeError, KeyError,
+            yaml.YAMLError) as e:
         where = kubeconfig or "the kubeconfig"
-        why = str(e) or type(e).__name__
+        why = _config_problem(e)
         raise ConfigUnavailable(f"cannot load {where}: {why}", why) from None
     # The sources retry with their own backoff; urllib3's retries would each log a warning,
     # and an unreachable server must be said once.
     cfg.retries = 0
     return client.ApiClient(cfg)
+
+
+def _config_problem(e: Exception) -> str:
+    """What is wrong with a kubeconfig, in words an operator can act on."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        return f"not valid YAML: {e.problem} at line {e.problem_mark.line + 1}"
+    if isinstance(e, yaml.YAMLError):
+        return "not valid YAML"
+    if isinstance(e, (TypeError, AttributeError, KeyError)):
+        # The client indexes into whatever the YAML held; its own errors name Python types.
+        return ("not a kubeconfig (expected a mapping with clusters, contexts, users and "
+                "current-context)")
+    return str(e) or type(e).__name__
 
 
 def _load(kubeconfig: str | None, cfg: client.Configuration) -> client.Configuration:
