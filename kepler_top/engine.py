@@ -193,11 +193,15 @@ class Engine:
     def _scan_processes(
         self, *, now: float, first: bool, prev_uptime: float | None
     ) -> dict[int, int]:
-        """Walk /proc once; update per-process state and return CPU-tick deltas by PID."""
+        """Walk /proc once; update per-process state and return CPU-tick deltas by PID.
+
+        A process's delta includes the CPU time of its children that ended within the
+        interval and that no sample saw (see ``_add_reaped``)."""
         root = self.procfs
         old = self._procs
         live: dict[int, ProcState] = {}
         deltas: dict[int, int] = {}
+        reaped: dict[int, int] = {}  # by PID: growth of the children's CPU time (cutime+cstime)
         for pid in procfs.list_pids(root):
             data = procfs.read_stat_bytes(root, pid)
             if data is None:
@@ -213,24 +217,61 @@ class Engine:
                 continue  # a line cut short
             if rec is not None and rec.start_ticks == st.start_ticks:
                 delta = st.cpu_ticks - rec.cpu_ticks
+                if st.child_ticks > rec.child_ticks:
+                    reaped[pid] = st.child_ticks - rec.child_ticks
                 rec.cpu_ticks = st.cpu_ticks
+                rec.child_ticks = st.child_ticks
+                rec.ppid = st.ppid
                 rec.state = st.state
                 rec.comm = st.comm
             else:
                 rec = self._new_process(st)
                 if rec is None:
                     continue
-                delta = 0 if first else self._first_delta(st, prev_uptime)
+                within = not first and self._started_within(st, prev_uptime)
+                # A process that started within the interval used all of its CPU time in it,
+                # and every child it has reaped ran in it too.
+                delta = st.cpu_ticks if within else 0
+                if within and st.child_ticks:
+                    reaped[pid] = st.child_ticks
             rec.stat_raw = data
             live[pid] = rec
             if delta > 0:
                 deltas[pid] = delta
-                rec.active = True
-        self._aggregates.retire(
-            [rec for pid, rec in old.items() if live.get(pid) is not rec], now=now
-        )
+        gone = [rec for pid, rec in old.items() if live.get(pid) is not rec]
+        if reaped:
+            self._add_reaped(deltas, reaped, gone, live)
+        for pid in deltas:
+            live[pid].active = True
+        self._aggregates.retire(gone, now=now)
         self._procs = live
         return deltas
+
+    @staticmethod
+    def _add_reaped(
+        deltas: dict[int, int], reaped: dict[int, int], gone: list[ProcState],
+        live: dict[int, ProcState],
+    ) -> None:
+        """Give a parent the CPU time its ended children used unseen within the interval.
+
+        A child that lives less than an interval (a compiler under make, a shell pipeline) is
+        never in any sample, and one that ends mid-interval takes its last CPU time with it;
+        their parent's cutime/cstime grows by their whole lifetime when it waits for them.
+        Less what earlier samples already counted for the children that ended (their CPU and
+        children's time at their last read), the rest was used in this interval by work the
+        parent started, which almost always shares its container. Without this, the active
+        energy of that CPU time would go to whichever processes happened to be seen.
+        """
+        counted: dict[int, int] = {}
+        for rec in gone:
+            counted[rec.ppid] = counted.get(rec.ppid, 0) + rec.cpu_ticks + rec.child_ticks
+        for pid, grown in reaped.items():
+            # Limitation: a child reparented (its parent ended first) is reaped by init or a
+            # subreaper, which then shows its whole lifetime, while the parent last seen is
+            # credited with what it never waited for; both are clamped, never negative.
+            unseen = grown - counted.get(pid, 0)
+            if unseen > 0 and pid in live:
+                deltas[pid] = deltas.get(pid, 0) + unseen
 
     def _new_process(self, st: procfs.ProcStat) -> ProcState | None:
         text = procfs.read_cgroup(self.procfs, st.pid)
@@ -246,6 +287,8 @@ class Engine:
             pid=st.pid,
             start_ticks=st.start_ticks,
             cpu_ticks=st.cpu_ticks,
+            ppid=st.ppid,
+            child_ticks=st.child_ticks,
             comm=st.comm,
             state=st.state,
             exe=exe,
@@ -255,13 +298,10 @@ class Engine:
         )
 
     @staticmethod
-    def _first_delta(st: procfs.ProcStat, prev_uptime: float | None) -> int:
-        # A process that started within the interval used all of its CPU time in it. One that
-        # started earlier but was not seen (unreadable last time) gets a baseline instead, so a
-        # late first sight never lands a lifetime of CPU time in one interval.
-        if prev_uptime is None or st.start_ticks / procfs.CLOCK_TICKS >= prev_uptime - 0.01:
-            return st.cpu_ticks
-        return 0
+    def _started_within(st: procfs.ProcStat, prev_uptime: float | None) -> bool:
+        # One that started earlier but was not seen (unreadable last time) gets a baseline
+        # instead, so a late first sight never lands a lifetime of CPU time in one interval.
+        return prev_uptime is None or st.start_ticks / procfs.CLOCK_TICKS >= prev_uptime - 0.01
 
 
 def _usage_ratio(a: procfs.CpuTimes, b: procfs.CpuTimes) -> float:

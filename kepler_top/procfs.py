@@ -28,6 +28,7 @@ class ProcStat:
     state: str
     ppid: int
     cpu_ticks: int  # utime + stime
+    child_ticks: int  # cutime + cstime: CPU time of children it has waited for
     start_ticks: int  # starttime: clock ticks after boot; with pid, names one process
 
 
@@ -109,6 +110,7 @@ def parse_stat(data: bytes) -> ProcStat | None:
             state=rest[0].decode("ascii", "replace"),
             ppid=int(rest[1]),
             cpu_ticks=int(rest[11]) + int(rest[12]),
+            child_ticks=int(rest[13]) + int(rest[14]),
             start_ticks=int(rest[19]),
         )
     except ValueError:

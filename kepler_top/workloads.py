@@ -45,6 +45,8 @@ class ProcState:
     workload: Workload
     vm_id: str | None = None
     vm: VmInfo | None = None  # the guest, when this process is its hypervisor
+    ppid: int = 0
+    child_ticks: int = 0  # cutime + cstime at the last read
     active: bool = False  # has used CPU since first seen; only such processes are listed
     stat_raw: bytes = b""  # the last /proc/PID/stat read, to skip parsing an unchanged one
     listed: Process | None = None  # its snapshot entry from an interval without CPU use

@@ -42,11 +42,11 @@ class FakeClock:
 
 def stat_line(
     pid: int, comm: str, *, state: str = "S", ppid: int = 1, utime: int = 0, stime: int = 0,
-    start: int = 0,
+    cutime: int = 0, cstime: int = 0, start: int = 0,
 ) -> str:
     """A /proc/PID/stat line with the given fields and plausible values for the rest."""
-    fields = [state, ppid, pid, pid, 0, -1, 4194560, 100, 0, 0, 0, utime, stime, 0, 0, 20, 0,
-              1, 0, start, 12345678, 300] + [0] * 30
+    fields = [state, ppid, pid, pid, 0, -1, 4194560, 100, 0, 0, 0, utime, stime, cutime, cstime,
+              20, 0, 1, 0, start, 12345678, 300] + [0] * 30
     return f"{pid} ({comm}) " + " ".join(str(f) for f in fields) + "\n"
 
 

@@ -63,11 +63,12 @@ class FakeProc:
         return self
 
     def add(self, pid: int, comm: bytes | str, cgroup: str = "/", *, exe: bytes | None = None,
-            started_within: bool = True) -> None:
+            started_within: bool = True, ppid: int = 1) -> None:
         """A process in cgroup ``cgroup`` (a v2 path), started now."""
         comm_b = comm.encode() if isinstance(comm, str) else comm
         start = int(self.uptime_s * TICKS) if started_within else 1
-        self.procs[pid] = {"comm": comm_b, "ticks": 0, "start": start}
+        self.procs[pid] = {"comm": comm_b, "ticks": 0, "start": start, "ppid": ppid,
+                           "child": 0}
         d = self.root / str(pid)
         d.mkdir(exist_ok=True)
         (d / "cgroup").write_text(f"0::{cgroup}\n")
@@ -80,16 +81,24 @@ class FakeProc:
         self.procs.pop(pid, None)
         shutil.rmtree(self.root / str(pid), ignore_errors=True)
 
-    def tick(self, seconds: float, usage: dict[int, int]) -> None:
-        """Move the clock on; ``usage`` gives CPU ticks used by each PID in the interval."""
+    def tick(self, seconds: float, usage: dict[int, int], *,
+             reaped: dict[int, int] | None = None, unseen: int = 0) -> None:
+        """Move the clock on; ``usage`` gives CPU ticks used by each PID in the interval.
+
+        ``reaped`` grows a parent's cutime by the lifetime ticks of the children it waited for
+        (as the kernel does); ``unseen`` is CPU those children used within this interval, which
+        /proc/stat counts as busy though no PID directory shows it."""
         self.clock.now += seconds
         self.uptime_s += seconds
         total = int(seconds * TICKS * self.cpus)
-        used = min(total, sum(usage.values()))
+        used = min(total, sum(usage.values()) + unseen)
         self.busy += used
         self.idle += total - used
         for pid, ticks in usage.items():
             self.procs[pid]["ticks"] += ticks
+            self._write_proc(pid)
+        for pid, ticks in (reaped or {}).items():
+            self.procs[pid]["child"] += ticks
             self._write_proc(pid)
         self._write_node()
 
@@ -101,7 +110,8 @@ class FakeProc:
 
     def _write_proc(self, pid: int) -> None:
         p = self.procs[pid]
-        rest = ["S", "1"] + ["0"] * 9 + [str(p["ticks"]), "0"] + ["0"] * 6 + [str(p["start"])]
+        rest = (["S", str(p.get("ppid", 1))] + ["0"] * 9
+                + [str(p["ticks"]), "0", str(p.get("child", 0))] + ["0"] * 5 + [str(p["start"])])
         rest += ["0"] * 4
         _atomic(self.root / str(pid) / "stat",
                 b"%d (%s) " % (pid, p["comm"]) + " ".join(rest).encode() + b"\n")

@@ -150,3 +150,57 @@ def test_old_process_first_seen_late_gets_a_baseline_not_its_lifetime(node_tree,
     late = next(p for p in snap.processes if p.pid == 501)
     assert late.cpu_seconds == pytest.approx(0.3)
     assert late.watts == pytest.approx(snap.node.active_watts / 2)
+
+
+def test_stat_gives_the_cpu_time_of_children_waited_for():
+    st = procfs.parse_stat(stat_line(7, "make", ppid=1, utime=3, stime=2, cutime=500,
+                                     cstime=40).encode())
+    assert (st.cpu_ticks, st.child_ticks, st.ppid) == (5, 540, 1)
+
+
+def _short_lived_node(tmp_path):
+    from exporter_support import make_engine
+    from fakeproc import FakeProc, pod_cgroup
+
+    proc = FakeProc(tmp_path / "proc", cpus=4)
+    build = pod_cgroup("00000000-0000-0000-0000-00000000000b", "b" * 64)
+    web = pod_cgroup("00000000-0000-0000-0000-00000000000a", "a" * 64)
+    proc.add(100, "make", build, started_within=False)
+    proc.add(101, "cc1", build, started_within=False, ppid=100)
+    proc.add(200, "nginx", web, started_within=False)
+    engine = make_engine(proc, tmp_path / "sys")
+    engine.sample()
+    proc.tick(2.0, {101: 30, 200: 50})
+    engine.sample()
+    return proc, engine
+
+
+def test_children_that_lived_and_ended_within_the_interval_count_for_their_parent(tmp_path):
+    proc, engine = _short_lived_node(tmp_path)
+    # make ran compilers that no sample saw: 150 ticks, waited for, so in make's cutime.
+    # The compiler seen before (101, 30 ticks so far) used 20 more, then ended and was reaped.
+    proc.kill(101)
+    proc.tick(2.0, {100: 0, 200: 50}, reaped={100: 150 + 30 + 20}, unseen=150 + 20)
+    snap = engine.sample()
+    assert_conserved(snap)
+    procs = {p.pid: p for p in snap.processes}
+    # make: its own 0 ticks plus 170 unseen; nginx 50: the build pod has 170 of 220 ticks.
+    assert procs[100].watts == pytest.approx(snap.node.active_watts * 170 / 220)
+    assert procs[200].watts == pytest.approx(snap.node.active_watts * 50 / 220)
+    build = next(p for p in snap.pods if p.uid.endswith("0b"))
+    assert build.watts == pytest.approx(snap.node.active_watts * 170 / 220)
+    # 101's 30 ticks were counted when seen; they are not counted a second time.
+    assert procs[101].state == "terminated"
+
+
+def test_a_parent_is_never_credited_less_than_nothing(tmp_path):
+    proc, engine = _short_lived_node(tmp_path)
+    # 101 is reparented and reaped elsewhere: make's cutime does not grow at all, and what
+    # make last saw of its child must not be taken off anyone.
+    proc.kill(101)
+    proc.tick(2.0, {100: 10, 200: 30})
+    snap = engine.sample()
+    assert_conserved(snap)
+    procs = {p.pid: p for p in snap.processes}
+    assert procs[100].watts == pytest.approx(snap.node.active_watts * 10 / 40)
+    assert procs[200].watts == pytest.approx(snap.node.active_watts * 30 / 40)

@@ -131,3 +131,47 @@ def test_busy_container_in_a_real_cgroup_gets_the_largest_share(driver):
     members = [p for p in snap.processes if p.container_id == container_id]
     assert {p.pid for p in members} == {c.pid for c in children}
     assert sum(p.watts for p in members) == pytest.approx(mine.watts)
+
+
+SPAWNER = """\
+import subprocess, sys, time
+sys.stdin.readline()  # wait until the test has put this process in its cgroup
+end = time.monotonic() + 30
+child = "import time\\nwhile time.process_time() < 0.03:\\n    pass\\n"
+while time.monotonic() < end:
+    subprocess.run([sys.executable, "-S", "-c", child])
+"""
+
+
+def test_a_container_of_short_lived_processes_is_charged_for_them():
+    """make, a CI job, a shell loop: children that start and end between two samples are never
+    in /proc when it is read; the kernel adds their CPU time to the parent that waits for them,
+    and the engine must charge it to the parent's container rather than to everyone else."""
+    need(is_root(), "creating cgroups needs root")
+    need(is_cgroup_mount(V2, "cgroup2"), f"{V2} is not a mounted cgroup hierarchy")
+    pod_uid = str(uuid.uuid4())
+    container_id = secrets.token_hex(32)
+    base, parts = kubelet_paths("systemd-v2", pod_uid, container_id)
+    cg = Cgroup(base, parts)
+    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], stdin=subprocess.PIPE)
+    try:
+        cg.add(spawner.pid)
+        spawner.stdin.write(b"go\n")
+        spawner.stdin.flush()
+        time.sleep(0.3)
+        engine = Engine(source="auto", node_name="real-kernel")
+        engine.sample()
+        time.sleep(1.5)
+        snap = engine.sample()
+    finally:
+        spawner.kill()
+        spawner.wait()
+        cg.remove()
+
+    mine = next(c for c in snap.containers if c.id == container_id)
+    # One child at a time, each ~40 ms of CPU: the container used most of one CPU. Without
+    # the children's reaped time it would show only the few that a sample caught alive.
+    assert mine.cpu_seconds >= 0.3 * snap.interval_seconds, mine
+    assert mine.watts > 0
+    parent = next(p for p in snap.processes if p.pid == spawner.pid)
+    assert parent.container_id == container_id and parent.cpu_seconds > 0.2
