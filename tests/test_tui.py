@@ -271,3 +271,42 @@ async def test_a_narrow_terminal_cuts_the_header_but_keeps_the_estimated_marker(
         assert all(len(line) <= header.content_size.width for line in narrow)
         assert narrow[2].startswith("power ") and narrow[2].endswith("…")
         assert app.query_one(WorkloadTable).size.height >= 4, "the table keeps the screen"
+
+
+@run_async
+async def test_warnings_from_the_sampling_thread_become_notices_and_reach_stderr_after(node_tree):
+    import logging
+
+    feed = cluster_feed(node_tree)
+    inner = feed.next
+
+    def next_with_warnings():
+        logging.getLogger("kepler_top.test").warning("zone package: energy_uj unreadable")
+        return inner()
+
+    feed.next = next_with_warnings
+    root = logging.getLogger()
+    before = list(root.handlers)
+    kept: list[logging.LogRecord] = []
+    collect = logging.Handler()
+    collect.emit = kept.append
+    root.addHandler(collect)
+    try:
+        app = KeplerTopApp(feed, interval_s=HOUR)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await settle(pilot)
+            app.sample()
+            await settle(pilot)
+            bridge = root.handlers[0]
+            # Still the only handler after two warnings: nothing written over the screen.
+            assert root.handlers == [bridge] and kept == []
+            assert any("energy_uj unreadable" in n.message for n in app._notifications)
+            await pilot.press("q")
+            await pilot.pause()
+        assert collect in root.handlers, "the handlers in place before are back"
+        assert [r.getMessage() for r in kept] == ["zone package: energy_uj unreadable"] * 2
+        # Free for logging's exit hook, which takes every handler's lock.
+        assert bridge.lock.acquire(blocking=False)
+        bridge.lock.release()
+    finally:
+        root.handlers = before

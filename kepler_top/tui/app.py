@@ -84,7 +84,7 @@ class KeplerTopApp(App[int]):
 
     def on_load(self) -> None:
         self._log_bridge = NoticeHandler(self, asyncio.get_running_loop())
-        self._log_bridge.install()
+        self._log_bridge.attach()
 
     def on_mount(self) -> None:
         self.render_snapshot()
@@ -93,7 +93,7 @@ class KeplerTopApp(App[int]):
         self.table.focus()
 
     def on_unmount(self) -> None:
-        self._log_bridge.release()
+        self._log_bridge.detach()
 
     @work(thread=True, group="sample")
     def sample(self) -> None:

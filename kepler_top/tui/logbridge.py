@@ -13,8 +13,13 @@ class NoticeHandler(logging.Handler):
 
     While Textual draws on the terminal, a line written straight to stderr lands in the middle
     of the screen. This handler replaces the root logger's handlers for the app's lifetime;
-    ``release`` puts them back and passes on what was kept, so nothing said is lost. A record
+    ``detach`` puts them back and passes on what was kept, so nothing said is lost. A record
     logged with ``extra={"notified": True}`` is kept but not shown twice.
+
+    (Not ``release``: that is ``logging.Handler``'s own name, called after every ``emit`` to
+    free the handler's lock. Shadowed, it put the old handlers back on the first warning,
+    which then wrote over the screen, and left the lock held by a sampling thread that had
+    ended, so logging's exit hook waited on it for ever.)
     """
 
     def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
@@ -24,12 +29,12 @@ class NoticeHandler(logging.Handler):
         self.kept: list[logging.LogRecord] = []
         self._saved: list[logging.Handler] = []
 
-    def install(self) -> None:
+    def attach(self) -> None:
         root = logging.getLogger()
         self._saved = list(root.handlers)
         root.handlers = [self]
 
-    def release(self) -> None:
+    def detach(self) -> None:
         root = logging.getLogger()
         root.handlers = self._saved
         for record in self.kept:
@@ -46,4 +51,4 @@ class NoticeHandler(logging.Handler):
                 lambda: self.app.notify(record.getMessage(), severity=severity, timeout=8)
             )
         except RuntimeError:
-            pass  # the loop has closed: the record is kept and printed on release
+            pass  # the loop has closed: the record is kept and printed on detach
