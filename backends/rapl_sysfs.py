@@ -63,7 +63,13 @@ class Discovery:
 
 def _read_int(path: str) -> int:
     with open(path, "rb") as f:
-        return int(f.read().strip())
+        text = f.read().strip()
+    try:
+        return int(text)
+    except ValueError:
+        # int()'s own message quotes Python literals; say what the file held.
+        shown = text[:20].decode("ascii", "replace") if text else ""
+        raise ValueError(f"not a number: {shown!r}" if text else "empty") from None
 
 
 def _read_text(path: str) -> str:

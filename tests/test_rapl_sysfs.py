@@ -205,17 +205,22 @@ def test_impossible_delta_is_dropped_and_counted_not_reported(tmp_path):
     assert snap.node.joules == pytest.approx(35.0)
 
 
-def test_counter_unreadable_mid_run_makes_its_zone_null(tmp_path):
+@pytest.mark.parametrize("text, says", [("not a number\n", "not a number: 'not a number'"),
+                                        ("", "unreadable (empty)")])
+def test_counter_unreadable_mid_run_makes_its_zone_null(tmp_path, caplog, text, says):
     root = copy_case("rapl-readable", tmp_path)
 
     def change():
         advance(root, "intel-rapl:0", 20.0)
-        (powercap(root) / "intel-rapl:0:1" / "energy_uj").write_text("not a number\n")
+        # What a reader sees of a file being rewritten in place: garbage, or nothing yet.
+        (powercap(root) / "intel-rapl:0:1" / "energy_uj").write_text(text)
 
     _, snap = two_samples(root, change)
     doc = snap.to_dict()["node"]["zones"]
     assert doc["dram"]["watts"] is None
     assert doc["package"]["watts"] == pytest.approx(20.0)
+    (line,) = [r.getMessage() for r in caplog.records if "intel-rapl:0:1" in r.getMessage()]
+    assert says in line and "zone unknown" in line and "int()" not in line
 
 
 def test_host_mount_roots_inside_a_container(tmp_path):
