@@ -188,12 +188,22 @@ def make_metadata(args: argparse.Namespace):
     )
 
 
+# How long --once waits, from its start, for the pod source's first answer.
+ONCE_NAMES_WAIT_S = 5.0
+
+
 def run_once(args: argparse.Namespace) -> int:
     from kepler_top import output
 
     engine = make_engine(args)
+    started = time.monotonic()
     engine.sample()
     time.sleep(args.interval)
+    settle = getattr(engine.metadata, "wait_settled", None)
+    if settle is not None:
+        # The pod source answers in the background; one snapshot is all --once prints, so
+        # it waits (a little) for names rather than print pods by UID alone.
+        settle(max(0.0, ONCE_NAMES_WAIT_S - (time.monotonic() - started)))
     snap = engine.sample()
     sys.stdout.write(output.render(snap, args.format))
     return 0

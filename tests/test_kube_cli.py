@@ -44,7 +44,8 @@ def test_unreachable_api_server_is_said_once(tmp_path):
         port = s.getsockname()[1]
     server = PodApiServer()
     server.url = f"http://127.0.0.1:{port}"
-    r = run("--kubeconfig", server.kubeconfig(tmp_path / "kubeconfig"), "--interval", "1.5")
+    # At the shortest interval too: --once waits for the source's first answer, here a refusal.
+    r = run("--kubeconfig", server.kubeconfig(tmp_path / "kubeconfig"), "--interval", "0.01")
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if ": warning: " in line]
     assert len(lines) == 1 and f"cannot reach the API server at http://127.0.0.1:{port}" in (
@@ -55,10 +56,18 @@ def test_unreachable_api_server_is_said_once(tmp_path):
 def test_forbidden_is_said_once_with_the_rbac_to_grant(tmp_path):
     with PodApiServer(fixture_pods()) as api:
         api.forbidden = True
-        r = run("--kubeconfig", api.kubeconfig(tmp_path / "kubeconfig"), "--interval", "1")
+        r = run("--kubeconfig", api.kubeconfig(tmp_path / "kubeconfig"), "--interval", "0.01")
     assert r.returncode == 0, r.stderr
     lines = pod_lines(r.stderr)
     assert len(lines) == 1 and "403" in lines[0] and "grant list and watch on pods" in lines[0]
+
+
+def test_once_at_the_shortest_interval_still_prints_the_pods_names(tmp_path):
+    with PodApiServer(fixture_pods()) as api:
+        r = run("--kubeconfig", api.kubeconfig(tmp_path / "kubeconfig"), "--interval", "0.01")
+    assert r.returncode == 0, r.stderr
+    pods = json.loads(r.stdout)["pods"]
+    assert pods and all(p["name"] and p["namespace"] for p in pods), pods
 
 
 def test_no_kube_asks_nobody_and_says_nothing(tmp_path):

@@ -106,8 +106,18 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def ports():
-    return {"kepler-top": free_port(), "hostile": free_port()}
+def hostile_servers():
+    """The hostile-labels target, bound now though served later: a port only chosen now and
+    bound minutes later, while Prometheus keeps connecting to it, could be taken meanwhile
+    (even by one of Prometheus's own connections meeting itself)."""
+    servers = Servers([("127.0.0.1", 0)], None)
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(scope="module")
+def ports(hostile_servers):
+    return {"kepler-top": free_port(), "hostile": hostile_servers.addresses[0][1]}
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +205,10 @@ def test_series_exist_with_the_contract_labels(prometheus, live_exporter, pod):
 
 
 def test_rate_of_node_joules_agrees_with_node_watts(prometheus, live_exporter):
-    at = time.time() - 1
     sel = '{job="kepler-top",zone="package"}'
+    # At the newest stored scrape, not "now - 1 s": a window that ends where scrapes are not
+    # stored yet makes rate() extrapolate only half an interval there, and read low.
+    (at,) = prometheus.query(f"timestamp(kepler_node_cpu_joules_total{sel})").values()
     rate = prometheus.query(f"rate(kepler_node_cpu_joules_total{sel}[10s])", at)
     low = prometheus.query(f"min_over_time(kepler_node_cpu_watts{sel}[12s])", at)
     high = prometheus.query(f"max_over_time(kepler_node_cpu_watts{sel}[12s])", at)
@@ -232,17 +244,16 @@ def test_promtool_checks_a_scrape(live_exporter):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_hostile_label_values_are_parsed_by_prometheus(tmp_path, ports, prometheus):
+def test_hostile_label_values_are_parsed_by_prometheus(tmp_path, ports, prometheus,
+                                                      hostile_servers):
     fixture = Path(__file__).resolve().parent.parent / "fixtures" / "exporter-hostile-labels"
     proc = FakeProc.from_tree(fixture / "proc", tmp_path / "proc")
     assert proc.procs[300]["comm"] == HOSTILE_COMM
     assert os.readlink(os.fsencode(proc.root / "300" / "exe")) == HOSTILE_EXE
     engine = make_engine(proc, tmp_path / "sys")
     sampler, registry = exporter(Driver(proc, engine, {300: 20}, step_s=0.5), interval_s=0.5)
-    servers = Servers([("127.0.0.1", ports["hostile"])],
-                      make_handler(registry, sampler.health, None))
     sampler.start()
-    servers.start()
+    hostile_servers.start(make_handler(registry, sampler.health, None))
     try:
         _wait("prometheus to store the hostile series", lambda: prometheus.query(
             'kepler_process_cpu_joules_total{job="hostile"} > 0'))
@@ -253,7 +264,7 @@ def test_hostile_label_values_are_parsed_by_prometheus(tmp_path, ports, promethe
         assert prometheus.query('up{job="hostile"}').popitem()[1] == 1.0
     finally:
         sampler.stop()
-        servers.close()
+        hostile_servers.close()
     series = prometheus.api("series", **{"match[]": 'kepler_process_cpu_joules_total'
                                          '{job="hostile"}'})
     assert {s["comm"] for s in series} == {HOSTILE_COMM.decode("utf-8", "replace")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Sequence
 
 from kepler_top.kube.pods import ContainerRef, PodIndex, PodRecord
@@ -52,6 +53,23 @@ class KubeMetadata:
     def wait_synced(self, timeout_s: float) -> bool:
         """Wait until the primary index has had one full list (True), at most ``timeout_s``."""
         return bool(self.indexes) and self.indexes[0].synced.wait(timeout_s)
+
+    def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until the primary source has answered, with its list (True) or with a problem
+        said on stderr (False), at most ``timeout_s``; a one-shot run then prints names, or
+        says why it has none, rather than exiting while the first answer is on its way."""
+        synced = self.indexes[0].synced if self.indexes else None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if synced is not None and synced.is_set():
+                return True
+            left = deadline - time.monotonic()
+            if self.notices.any_said.is_set() or left <= 0:
+                return False
+            if synced is not None:
+                synced.wait(min(left, 0.05))
+            else:
+                self.notices.any_said.wait(left)
 
     def record(self, uid: str) -> PodRecord | None:
         """The pod known by ``uid`` in the first index that knows it."""

@@ -14,6 +14,7 @@ class Notices:
     def __init__(self) -> None:
         self._said: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.any_said = threading.Event()  # some problem has been said since the start
 
     def problem(self, key: str, message: str, *, level: int = logging.WARNING) -> bool:
         """Say ``message`` unless this problem (``key``) was already said and not cleared;
@@ -25,6 +26,7 @@ class Notices:
                 return False
             self._said[key] = message
         log.log(level, "%s", message)
+        self.any_said.set()
         return True
 
     def clear(self, key: str, message: str) -> None:
