@@ -202,7 +202,7 @@ class Aggregates:
             "processes": self._process_list(procs, known, zones, interval_s),
             "containers": self._container_list(metadata, known, zones, interval_s),
             "pods": self._pod_list(pod_info, known, zones, interval_s),
-            "namespaces": self._namespace_list(interval_s),
+            "namespaces": self._namespace_list(known, interval_s),
             "vms": self._vm_list(known, zones, interval_s),
         }
 
@@ -286,12 +286,15 @@ class Aggregates:
             ))
         return tuple(sorted(out, key=_rank))
 
-    def _namespace_list(self, interval_s) -> tuple[Namespace, ...]:
+    def _namespace_list(self, known, interval_s) -> tuple[Namespace, ...]:
         out = []
+        p = self._primary
         for name, ns in self._namespaces.items():
-            p = self._primary
             joules = ns.joules.get(p, 0.0) if p else 0.0
-            watts = (ns.interval.get(p, 0.0) / interval_s if interval_s > 0 else 0.0) if p else None
+            if p is None or p not in known:
+                watts = None  # the node's energy is unknown this interval: so is its share
+            else:
+                watts = ns.interval.get(p, 0.0) / interval_s if interval_s > 0 else 0.0
             out.append(Namespace(name=name, joules=joules, watts=watts))
         return tuple(sorted(out, key=_rank))
 

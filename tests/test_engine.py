@@ -239,3 +239,18 @@ def test_ended_workloads_are_kept_for_ttl_and_at_most_max_terminated(node_tree, 
     assert not [p for p in snap.processes if p.state == "terminated"], "gone after the ttl"
     assert all(c.state == "running" for c in snap.containers)
     assert all(p.state == "running" for p in snap.pods)
+
+
+def test_unreadable_primary_zone_makes_every_level_s_watts_null(node_tree, clock):
+    tree = node_tree("cluster-pods")
+    engine = tree.engine(clock, metadata=ClusterNames())
+    engine.sample()
+    tree.tick(clock, 1.0, busy=100, idle=100, ticks=TICKS,
+              energy={"intel-rapl:0": 1_000_000, "intel-rapl:1": 1_000_000})
+    for entry in ("intel-rapl:0", "intel-rapl:1"):  # package on both sockets
+        tree.energy_path(entry).write_text("garbage\n")
+    doc = engine.sample().to_dict()
+    assert doc["node"]["primary_zone"] == "package" and doc["node"]["watts"] is None
+    # Unknown is null at every level, never 0: a namespace as much as a pod or a process.
+    for level in ("processes", "containers", "pods", "namespaces"):
+        assert doc[level] and all(w["watts"] is None for w in doc[level]), level
