@@ -200,6 +200,8 @@ class RaplMsr(CounterSource):
             cores.setdefault((package, core), cpu)
 
         self._fds: dict[int, int] = {}
+        self.problems: list[str] = []  # what a reading here cannot be trusted for, in words
+        self._silent: set[_Counter] = set()  # counting elsewhere, silent here so far
         try:
             # The device first: a missing module or capability is the likelier, and more
             # useful, reason than the vendor.
@@ -248,12 +250,28 @@ class RaplMsr(CounterSource):
 
     def _present(self, dev_cpu: str, wanted: list[_Counter]) -> list[_Counter]:
         # A register the CPU lacks faults (EIO); one it has but never counts on (dram on many
-        # client parts) reads 0 since boot. Either way the zone is absent, not 0 W.
+        # client parts) reads 0 since boot. Either way the zone is absent, not 0 W. Whether a
+        # register counts is a property of the CPU model, so a zone that counts on one socket
+        # and reads nothing on another keeps both: summing the one that counts would report
+        # part of the node as all of it. The silent one makes its zone unknown until it counts.
         present = []
+        groups: dict[tuple[str, int], list[tuple[_Counter, int | None]]] = {}
         for c in wanted:
-            value = read_msr(self._fd(dev_cpu, c.cpu), c.register)
-            if value is not None and value & _COUNTER_MASK:
-                present.append(c)
+            groups.setdefault((c.zone, c.register), []).append(
+                (c, read_msr(self._fd(dev_cpu, c.cpu), c.register)))
+        for (zone, register), group in groups.items():
+            silent = [c for c, v in group if v is None or not v & _COUNTER_MASK]
+            if len(silent) == len(group):
+                continue
+            present.extend(c for c, _ in group)
+            if silent:
+                self.problems.append(
+                    f"zone {zone}: register {register:#x} reads nothing on CPU "
+                    f"{', '.join(str(c.cpu) for c in silent)} but counts on CPU "
+                    f"{next(c.cpu for c, _ in group if c not in silent)}; zone {zone} is "
+                    "unknown (null) until it counts there too")
+                log.warning("rapl-msr: %s", self.problems[-1])
+                self._silent.update(silent)
         return present
 
     def _joules(self, c: _Counter, interval_s: float) -> float | None:
@@ -266,6 +284,10 @@ class RaplMsr(CounterSource):
             self._last.pop(c, None)
             return None
         now = value & _COUNTER_MASK
+        if c in self._silent:
+            if not now:
+                return None  # still silent: its zone stays unknown
+            self._silent.discard(c)  # counting now: this reading is its baseline
         prev = self._last.get(c)
         self._last[c] = now
         if prev is None:

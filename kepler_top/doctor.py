@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import stat
 import sys
@@ -74,10 +75,16 @@ def diagnose(*, sysfs: str = "/sys", procfs: str = "/proc", dev_cpu: str = "/dev
     cpu = _cpu(sysfs, procfs)
     vm = _virtual_machine(sysfs, cpu.pop("flags"))
     sysfs_part = _rapl_sysfs(sysfs, wait_s)
-    msr_part = _rapl_msr(sysfs, procfs, dev_cpu)
-
-    source, notes = open_source("auto", sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu,
-                                model=model)
+    # The MSR problems are listed in the report; said as warnings too, at each of the two
+    # openings below, they would print twice more.
+    quiet = rapl_msr.log.level
+    rapl_msr.log.setLevel(logging.ERROR)
+    try:
+        msr_part = _rapl_msr(sysfs, procfs, dev_cpu)
+        source, notes = open_source("auto", sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu,
+                                    model=model)
+    finally:
+        rapl_msr.log.setLevel(quiet)
     model_used = getattr(source, "model", None)
     if hasattr(source, "close"):
         source.close()
@@ -211,10 +218,11 @@ def _rapl_msr(sysfs: str, procfs: str, dev_cpu: str) -> dict[str, Any]:
     try:
         source = rapl_msr.RaplMsr(sysfs=sysfs, procfs=procfs, dev_cpu=dev_cpu)
     except SourceUnavailable as e:
-        part.update(usable=False, reason=e.what, fix=e.fix, zones=[])
+        part.update(usable=False, reason=e.what, fix=e.fix, zones=[], problems=[])
     else:
         part.update(usable=True, reason=None, fix=None, zones=list(source.zones),
-                    energy_unit_j=source.energy_unit_j, dram_unit_j=source.dram_unit_j)
+                    energy_unit_j=source.energy_unit_j, dram_unit_j=source.dram_unit_j,
+                    problems=list(source.problems))
         source.close()
     return part
 
@@ -253,6 +261,12 @@ def _problems(sysfs_part: dict, msr_part: dict, vm: dict, sysfs: str) -> list[di
     # MSR access matters only where sysfs cannot serve: both read the same counters.
     if not msr_part["usable"] and not sysfs_part["usable"]:
         problems.append({"problem": msr_part["reason"], "fix": msr_part["fix"]})
+    if not sysfs_part["usable"]:
+        for what in msr_part["problems"]:
+            problems.append({"problem": f"rapl-msr: {what}",
+                             "fix": "check that every socket's MSR device reads (the msr "
+                                    "module, CAP_SYS_RAWIO, /dev/cpu mounted whole), or use "
+                                    "--source estimator"})
     return problems
 
 
@@ -288,6 +302,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(f"  {m['devices']} MSR devices under {m['dev_cpu']}{mode}; CPU vendor "
                  f"{m['vendor'] or 'unknown'}" + (f"; zones {', '.join(m['zones'])}"
                                                  if m["zones"] else ""))
+    for what in m["problems"]:
+        lines.append(f"  {what}")
     lines.append("")
     kind = "ESTIMATED" if auto["estimated"] else "measured"
     lines.append(f"auto chooses     {auto['source']} ({kind}), zones {', '.join(auto['zones'])}")

@@ -149,6 +149,21 @@ def test_doctor_on_a_node_with_msr(tmp_path):
     assert "--sysfs /host/sys" in fix
 
 
+def test_doctor_names_a_socket_whose_msr_reads_nothing_once(tmp_path):
+    dev = tmp_path / "dev-cpu"
+    for cpu in (0, 2):
+        write_msr(dev, cpu, 0x606, 0x000A0E03)
+    write_msr(dev, 0, 0x611, 5000)
+    write_msr(dev, 2, 0x611, 0)
+    done = doctor(*fixture_roots("msr-intel-two-sockets", dev), "--format", "json")
+    report = json.loads(done.stdout)
+    assert report["rapl_msr"]["usable"] is True
+    (said,) = report["rapl_msr"]["problems"]
+    assert "CPU 2" in said and "zone package is unknown" in said
+    assert any(p["problem"] == f"rapl-msr: {said}" for p in report["problems"])
+    assert "warning" not in done.stderr, "the report says it; stderr need not say it twice"
+
+
 def test_doctor_reports_cgroup_version_and_driver(tmp_path):
     sysfs = tmp_path / "sys"
     (sysfs / "fs/cgroup/kubepods.slice").mkdir(parents=True)

@@ -79,6 +79,35 @@ def test_intel_two_sockets_read_one_cpu_per_package(tmp_path):
     source.close()
 
 
+@pytest.mark.parametrize("socket_1", ["empty", "zero"])
+def test_a_socket_whose_package_reads_nothing_makes_the_zone_unknown_not_half(tmp_path,
+                                                                             socket_1):
+    dev = tmp_path / "dev-cpu"
+    write_msr(dev, 0, INTEL_UNIT, UNIT_2_POW_14)
+    write_msr(dev, 0, PKG, 1000)
+    if socket_1 == "empty":
+        (dev / "2").mkdir(parents=True)
+        (dev / "2" / "msr").write_bytes(b"")
+    else:
+        write_msr(dev, 2, PKG, 0)
+    source = msr_source("msr-intel-two-sockets", dev)
+    assert source.zones == ("package",)
+    assert any("CPU 2" in p and "zone package" in p for p in source.problems)
+    assert source.read(interval_s=0.0) is None
+    write_msr(dev, 0, PKG, 1000 + 10 * 2 ** 14)
+    # Socket 0 alone is a part of the node, not the node: unknown, never 10 W of ~20.
+    assert source.read(interval_s=1.0) == {"package": None}
+    if socket_1 == "zero":
+        # Socket 1 starts counting: that reading is its baseline, the next is whole again.
+        write_msr(dev, 2, PKG, 500)
+        write_msr(dev, 0, PKG, 1000 + 20 * 2 ** 14)
+        assert source.read(interval_s=1.0) == {"package": None}
+        write_msr(dev, 2, PKG, 500 + 12 * 2 ** 14)
+        write_msr(dev, 0, PKG, 1000 + 30 * 2 ** 14)
+        assert source.read(interval_s=1.0) == {"package": pytest.approx(22.0)}
+    source.close()
+
+
 def test_dram_uses_the_unit_register_off_intel_server_parts(tmp_path):
     procfs = tmp_path / "proc"
     procfs.mkdir()
