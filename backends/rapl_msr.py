@@ -215,7 +215,7 @@ class RaplMsr(CounterSource):
                     "known RAPL registers", "use --source rapl-sysfs or estimator",
                 )
             self.vendor = vendor
-            unit = read_msr(self._fd(dev_cpu, first_cpu), regs.unit)
+            unit = self._first_read(dev_cpu, first_cpu, regs.unit)
             if unit is None:
                 raise SourceUnavailable(
                     f"rapl-msr: {dev_cpu}/{first_cpu}/msr has no RAPL unit register "
@@ -248,6 +248,19 @@ class RaplMsr(CounterSource):
             self._fds[cpu] = open_device(dev_cpu, cpu)
         return self._fds[cpu]
 
+    def _first_read(self, dev_cpu: str, cpu: int, register: int) -> int | None:
+        """A register read while choosing the source: a device that cannot be read at all
+        (not a character device, I/O error) makes the source unavailable, naming the file."""
+        try:
+            return read_msr(self._fd(dev_cpu, cpu), register)
+        except OSError as e:
+            raise SourceUnavailable(
+                f"rapl-msr: {os.path.join(dev_cpu, str(cpu), 'msr')}: "
+                f"{(e.strerror or str(e)).lower()}",
+                "it should be the msr module's character device: check how /dev/cpu is "
+                "mounted, or use --source estimator",
+            ) from None
+
     def _present(self, dev_cpu: str, wanted: list[_Counter]) -> list[_Counter]:
         # A register the CPU lacks faults (EIO); one it has but never counts on (dram on many
         # client parts) reads 0 since boot. Either way the zone is absent, not 0 W. Whether a
@@ -258,7 +271,7 @@ class RaplMsr(CounterSource):
         groups: dict[tuple[str, int], list[tuple[_Counter, int | None]]] = {}
         for c in wanted:
             groups.setdefault((c.zone, c.register), []).append(
-                (c, read_msr(self._fd(dev_cpu, c.cpu), c.register)))
+                (c, self._first_read(dev_cpu, c.cpu, c.register)))
         for (zone, register), group in groups.items():
             silent = [c for c, v in group if v is None or not v & _COUNTER_MASK]
             if len(silent) == len(group):

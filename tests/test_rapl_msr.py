@@ -185,6 +185,17 @@ def test_missing_device_says_load_the_msr_module(tmp_path):
     assert "modprobe msr" in err.value.fix
 
 
+def test_a_device_that_is_not_one_is_unavailable_naming_it(tmp_path):
+    dev = tmp_path / "dev-cpu"
+    write_msr(dev, 0, INTEL_UNIT, UNIT_2_POW_14)
+    write_msr(dev, 0, PKG, 1000)
+    (dev / "2" / "msr").mkdir(parents=True)  # a bad bind mount, say
+    with pytest.raises(SourceUnavailable) as raised:
+        msr_source("msr-intel-two-sockets", dev)
+    assert f"{dev}/2/msr: is a directory" in raised.value.what
+    assert "character device" in raised.value.fix
+
+
 def test_unknown_vendor_is_unavailable(tmp_path):
     procfs = tmp_path / "proc"
     procfs.mkdir()
