@@ -226,6 +226,20 @@ def test_a_non_json_answer_is_not_called_unreachable(api, source_for, caplog):
     assert "not JSON" in warning and "cannot reach" not in warning
 
 
+def test_a_list_that_never_ends_is_cut_at_the_cap_not_read_into_memory(api, source_for,
+                                                                         caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    api.list_body = b'{"items":[' + b'{"kind":"Pod"},' * 200_000  # 3 MB, never closed
+    src = source_for(api, max_list_bytes=1 << 20)
+    assert wait_for(lambda: api.count("list") >= 2)
+    [warning] = warnings_of(caplog)
+    assert "not a pod list (longer than 1 MiB" in warning
+
+    api.list_body = None
+    assert src.index.synced.wait(15)
+    assert src.index.pod(CHECKOUT).name == "checkout-7f9c-x2"
+
+
 def test_a_pod_of_the_wrong_shape_is_skipped_and_the_rest_are_used(api, source_for, caplog):
     caplog.set_level(logging.INFO, logger="kepler_top")
     api.extra_items = [

@@ -120,3 +120,18 @@ def test_pods_of_the_wrong_shape_are_skipped_and_a_bad_list_is_retried(tmp_path,
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2 and "items is a string, not a list" in warnings[1]
     assert not any("stopped" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_an_answer_past_the_cap_is_refused_not_read_whole(tmp_path, tls, monkeypatch):
+    from kepler_top.kube import kubelet as kubelet_module
+
+    monkeypatch.setattr(kubelet_module, "MAX_LIST_BYTES", 1 << 20)
+    cert, key = tls
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    with KubeletServer([], cert_file=cert, key_file=key, token="t") as kubelet:
+        kubelet.body = b'{"items":[' + b'{"kind":"Pod"},' * 200_000  # 3 MB
+        src = KubeletSource(PodIndex(), url=kubelet.url, token_file=str(token_file),
+                            ca_file=cert, poll_s=0.05, backoff=Backoff(0.05, 0.05))
+        assert not src.poll_once()
+    assert "not a pod list (longer than 1 MiB" in src.notices.current["kubelet"]

@@ -22,6 +22,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from kepler_top.kube.pods import (
+    MAX_LIST_BYTES,
     NotAPod,
     NotAPodList,
     PodIndex,
@@ -137,6 +138,8 @@ class ApiServerSource(SourceThread):
         list_timeout_s: the longest a whole list may take, however steadily the server sends;
             a watch may last ``watch_timeout_s`` plus this long.
         read_timeout_s: the longest wait for any byte of a list or a watch.
+        max_list_bytes: the largest list answer read (default 32 MiB); a longer one is
+            refused as not a pod list.
     """
 
     name = "apiserver"
@@ -153,6 +156,7 @@ class ApiServerSource(SourceThread):
         connect_timeout_s: float = 10.0,
         list_timeout_s: float = 60.0,
         read_timeout_s: float = 60.0,
+        max_list_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.index = index
@@ -165,6 +169,7 @@ class ApiServerSource(SourceThread):
         self.connect_timeout_s = connect_timeout_s
         self.list_timeout_s = list_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.max_list_bytes = max_list_bytes or MAX_LIST_BYTES
         self.lists = 0  # full lists received, for tests and the bench
         self._watch: watch.Watch | None = None
         self._connections = _Connections(api_client)
@@ -219,7 +224,7 @@ class ApiServerSource(SourceThread):
                 try:
                     if not 200 <= resp.status <= 299:
                         raise ApiException(status=resp.status, reason=resp.reason or "")
-                    data = resp.data
+                    data = self._read_capped(resp)
                 finally:
                     resp.release_conn()
             except _NETWORK_ERRORS:
@@ -238,6 +243,19 @@ class ApiServerSource(SourceThread):
         log.debug("listed %d pods of node %s at version %s", len(doc.get("items") or ()),
                   self.node_name, version)
         return version
+
+    def _read_capped(self, resp) -> bytes:
+        # A node's pod list is a few megabytes at most (110 pods, each rarely over 100 kB
+        # even with big annotations); an answer that keeps coming would otherwise grow until
+        # the DaemonSet's memory limit kills the exporter, and then again after each restart.
+        chunks, size = [], 0
+        for chunk in resp.stream(1 << 16):
+            size += len(chunk)
+            if size > self.max_list_bytes:
+                raise NotAPodList(f"longer than {self.max_list_bytes >> 20} MiB, more than "
+                                  "any node's pod list")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _watch_from(self, version: str | None) -> None:
         """Follow the watch from ``version`` until it must be listed again (or stop)."""
@@ -395,6 +413,10 @@ class _Watch(watch.Watch):
         if event is None and data and not data.isspace():
             return {"type": _NOT_JSON, "line": data[:60]}
         return event
+
+
+# Limitation: a watch event has no cap like MAX_LIST_BYTES (the client buffers a line until
+# its newline); the watch's own deadline bounds how long one can grow.
 
 
 class ListTooSlow(Exception):

@@ -13,7 +13,7 @@ import ssl
 import urllib.error
 import urllib.request
 
-from kepler_top.kube.pods import NotAPodList, PodIndex, parse_pod_list
+from kepler_top.kube.pods import MAX_LIST_BYTES, NotAPodList, PodIndex, parse_pod_list
 from kepler_top.kube.worker import Backoff, Notices, SourceThread
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,13 @@ class KubeletSource(SourceThread):
             request.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=context) as r:
-                data = r.read()
+                # Capped as the API server's list is: an answer that keeps coming must not
+                # grow until the memory limit kills us.
+                data = r.read(MAX_LIST_BYTES + 1)
+            if len(data) > MAX_LIST_BYTES:
+                self._problem(f"{self.url} answered something that is not a pod list (longer "
+                              f"than {MAX_LIST_BYTES >> 20} MiB, more than any node's pod list)")
+                return False
         except urllib.error.HTTPError as e:
             hint = ("grant get on nodes/pods, or nodes/proxy before Kubernetes 1.33 "
                     "(README, 'RBAC')" if e.code in (401, 403)

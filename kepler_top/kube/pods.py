@@ -82,6 +82,11 @@ class NotAPod(ValueError):
     """One pod document of the wrong shape (a field that is not the type the API gives it)."""
 
 
+# The largest pod list read from the API server or the kubelet. A node's list is a few MB at
+# most (110 pods, each rarely over 100 kB even with big annotations).
+MAX_LIST_BYTES = 32 << 20
+
+
 class NotAPodList(ValueError):
     """A whole answer that is not a ``PodList`` (not an object, or ``items`` not a list)."""
 
