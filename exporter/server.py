@@ -9,6 +9,8 @@ import socket
 import ssl
 import sys
 import threading
+import time
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -30,10 +32,21 @@ SLOT_WAIT_S = 5.0
 # connecting (or of its previous response): a per-read timeout alone lets one that sends a
 # header line now and then hold a slot for ever. Scrapers send a request in milliseconds.
 REQUEST_DEADLINE_S = 10.0
+# With every slot taken, a connection that has waited this long without a request gives its
+# slot to a new one.
+IDLE_GRACE_S = 1.0
 METHODS = ("GET", "HEAD")
 MAX_BODY = 64 * 1024  # a scrape has no body; a larger one closes the connection unread
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
         b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # Wakes the thread blocked reading it, which then ends and frees its slot.
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -74,6 +87,12 @@ class _Server(ThreadingHTTPServer):
         self.tls = tls
         self.slots = threading.BoundedSemaphore(max_connections)
         self.slot_wait_s = slot_wait_s
+        # Connections holding a slot while no request has arrived on them yet (a new one, a
+        # kept-alive one between scrapes, a TLS handshake), oldest first: when every slot is
+        # taken, the oldest of them gives its slot up, so idle connections cannot keep a
+        # scraper that sends its request at once waiting behind them.
+        self._idle: OrderedDict[object, tuple[float, Callable[[], None]]] = OrderedDict()
+        self._idle_lock = threading.Lock()
         super().__init__(address, handler, bind_and_activate=False)
         if family == socket.AF_INET6 and address[0] == "::":
             # ":PORT" means every interface, IPv4 included, as Go's listeners take it.
@@ -85,10 +104,43 @@ class _Server(ThreadingHTTPServer):
             self.server_close()
             raise
 
+    def idle(self, key: object, cut: Callable[[], None]) -> None:
+        """``key`` holds a slot and waits for its client to send a request."""
+        with self._idle_lock:
+            self._idle[key] = (time.monotonic(), cut)
+
+    def busy(self, key: object) -> None:
+        """``key``'s request has arrived (or its connection is ending)."""
+        with self._idle_lock:
+            self._idle.pop(key, None)
+
+    def _evict_idle(self) -> bool:
+        """Cut the connection that has waited longest for a request, if it has waited
+        IDLE_GRACE_S: a scraper's request follows its connection within milliseconds."""
+        with self._idle_lock:
+            if not self._idle:
+                return False
+            key, (since, cut) = next(iter(self._idle.items()))
+            if time.monotonic() - since < IDLE_GRACE_S:
+                return False
+            del self._idle[key]
+        event(log, logging.DEBUG, "idle_connection_cut", reason="every slot taken")
+        cut()
+        return True
+
     def process_request(self, request, client_address) -> None:
         # Runs in the accepting thread: waiting here leaves further connections in the
         # kernel's backlog, where they hold no descriptor of this process.
-        if not self.slots.acquire(timeout=self.slot_wait_s):
+        deadline = time.monotonic() + self.slot_wait_s
+        got = self.slots.acquire(blocking=False)
+        while not got:
+            # An idle connection past its grace gives way; one may come of age meanwhile.
+            self._evict_idle()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = self.slots.acquire(timeout=min(left, 0.05))
+        if not got:
             event(log, logging.DEBUG, "request_refused", client=client_address[0],
                   reason="busy")
             if self.tls is None:  # a TLS client, before its handshake, sees the connection close
@@ -118,7 +170,11 @@ class _Server(ThreadingHTTPServer):
             super().finish_request(request, client_address)
             return
         request.settimeout(30)
-        secure = self.tls.wrap_socket(request, server_side=True)
+        self.idle(request, lambda: _shutdown(request))
+        try:
+            secure = self.tls.wrap_socket(request, server_side=True)
+        finally:
+            self.busy(request)
         try:
             super().finish_request(secure, client_address)
         finally:
@@ -153,16 +209,15 @@ def make_handler(
             self._deadline = threading.Timer(self.request_deadline_s, self._cut)
             self._deadline.daemon = True
             self._deadline.start()
+            self.server.idle(self, self._cut)
             try:
                 super().handle_one_request()
             finally:
                 self._deadline.cancel()
+                self.server.busy(self)
 
         def _cut(self) -> None:
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(self.connection)
 
         def version_string(self) -> str:
             return self.server_version  # not the Python version: it helps only an attacker
@@ -170,6 +225,7 @@ def make_handler(
         def parse_request(self) -> bool:
             parsed = super().parse_request()
             self._deadline.cancel()
+            self.server.busy(self)
             if not parsed:
                 return False
             if not self._discard_body():

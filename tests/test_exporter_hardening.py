@@ -247,6 +247,29 @@ def test_connections_beyond_the_cap_wait_then_get_503_and_the_cap_frees(driver):
     servers.close()
 
 
+def test_a_scrape_behind_idle_connections_takes_the_oldest_one_s_slot(driver, monkeypatch):
+    from kepler_top.exporter import server as server_module
+
+    monkeypatch.setattr(server_module, "IDLE_GRACE_S", 0.05)
+    sampler, registry = exporter(driver)
+    sampler.sample_once(), sampler.sample_once()
+    servers = _serve(sampler, registry, max_connections=2, slot_wait_s=5.0)
+    host, port = servers.addresses[0]
+    idle = [socket.create_connection((host, port), timeout=10) for _ in range(2)]
+    try:
+        time.sleep(0.1)  # both now older than the grace; neither has sent a byte
+        # Served, not 503 and not after slot_wait_s: the oldest silent client gave way.
+        status, body = get(f"http://{host}:{port}/metrics")
+        assert status == 200 and "kepler_node_cpu_joules_total" in body
+        assert idle[0].recv(1) == b"", "the oldest idle connection was cut"
+        idle[1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle[1].recv(100).startswith(b"HTTP/1.1 200"), "the younger one kept its slot"
+    finally:
+        for s in idle:
+            s.close()
+        servers.close()
+
+
 # Start-up ------------------------------------------------------------------------------------
 
 def test_a_taken_port_fails_before_the_engine_starts(tmp_path, capsys):
