@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -118,13 +119,23 @@ def _error(path: str, what: str) -> KeplerTopError:
     return KeplerTopError(f"--model {path}: {what}", FIX)
 
 
+# No node draws more; a model that says so holds a typo (and would print 300-digit watts).
+MAX_MODEL_WATTS = 100_000.0
+
+
 def _number(doc: Mapping[str, Any], key: str, path: str, where: str = "",
-            *, negative: bool = False) -> float:
-    value = doc.get(key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or (not negative and value < 0) or value != value:
+            *, negative: bool = False, most: float | None = None) -> float:
+    if key not in doc:
+        raise _error(path, f"field {where + key!r} is missing")
+    value = doc[key]
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+    if not ok or (not negative and value < 0):
         kind = "a number" if negative else "a non-negative number"
         raise _error(path, f"field {where + key!r} must be {kind}, got {value!r}")
+    if most is not None and value > most:
+        raise _error(path, f"field {where + key!r} is {value:g}, more than {most:g}: "
+                           "a typo?")
     return float(value)
 
 
@@ -145,14 +156,14 @@ def load_model(path: str) -> Model:
         return _kepler(doc, path)
     kind = doc.get("type", "linear")
     if kind == "linear":
-        idle = _number(doc, "idle_watts_per_cpu", path)
-        busy = _number(doc, "max_watts_per_cpu", path)
+        idle = _number(doc, "idle_watts_per_cpu", path, most=MAX_MODEL_WATTS)
+        busy = _number(doc, "max_watts_per_cpu", path, most=MAX_MODEL_WATTS)
         if busy < idle:
             raise _error(path, f"field 'max_watts_per_cpu' ({busy}) is below "
                                f"'idle_watts_per_cpu' ({idle})")
         return LinearModel(idle, busy, f"linear per-CPU model from {path}")
     if kind == "tdp-curve":
-        tdp = _number(doc, "tdp_watts", path)
+        tdp = _number(doc, "tdp_watts", path, most=MAX_MODEL_WATTS)
         return TdpCurveModel(tdp, f"TDP-curve model, TDP {tdp:g} W, from {path}")
     if kind == "kepler":
         return _kepler(doc, path)

@@ -87,7 +87,8 @@ def add_common(
     g.add_argument("--node-name", default=d(None), metavar="NAME",
                    help="node name (default: $NODE_NAME, else the host name)")
     g.add_argument("--kubeconfig", default=d(None), metavar="FILE",
-                   help="kubeconfig for pod names (default: in-cluster, then ~/.kube/config)")
+                   help="kubeconfig for pod names (default: in-cluster, then $KUBECONFIG, "
+                   "then ~/.kube/config)")
     g.add_argument("--no-kube", action="store_true", default=d(False),
                    help="do not ask a cluster for pod names (same as --pod-source none)")
     g.add_argument("--pod-source", default=d("apiserver"),
@@ -172,10 +173,17 @@ def make_metadata(args: argparse.Namespace):
     """Pod and container names for these flags (started in the background), or None."""
     import os
     import socket
+    import urllib.parse
 
     from kepler_top.kube import open_metadata
 
     source = "none" if args.no_kube else args.pod_source
+    url = args.kubelet_url
+    if url is not None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UsageError(f"--kubelet-url {url!r} is not an http(s) URL",
+                             "give the kubelet's address, e.g. https://127.0.0.1:10250")
     for flag, path in (("--kubeconfig", args.kubeconfig), ("--kubelet-ca", args.kubelet_ca)):
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file", f"give an existing file for {flag}")
@@ -238,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.addLevelName(level, logging.getLevelName(level).lower())
     try:
         if getattr(args, "run", None):
+            if args.once:
+                # --once belongs to the TUI's mode; a subcommand would run on and ignore it.
+                raise UsageError(f"--once does not go with '{args.command}'",
+                                 "use 'kepler-top --once', or the subcommand alone")
             return args.run(args)
         if args.once:
             return run_once(args)

@@ -105,6 +105,9 @@ def test_malformed_model_file_is_one_line_exit_1(tmp_path, case):
      ["rapl-sysfs", "no RAPL zones", "estimator"]),
     (["--source", "bogus"], 2, ["--source"]),
     (["--model", "/nonexistent/model.json"], 2, ["--model /nonexistent/model.json"]),
+    (["--pod-source", "kubelet", "--kubelet-url", "notaurl"], 2,
+     ["--kubelet-url 'notaurl' is not an http(s) URL"]),
+    (["export"], 2, ["--once does not go with 'export'"]),
 ])
 def test_bad_input_is_one_clear_line(args, status, words):
     result = kepler_top("--once", "--interval", "0.1", *args) if args[0] != "--interval" \

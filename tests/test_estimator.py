@@ -139,6 +139,9 @@ def test_kepler_model_through_the_engine_is_estimated(tmp_path):
     ({"type": "tdp-curve"}, "tdp_watts"),
     ({"type": "linear", "idle_watts_per_cpu": -1, "max_watts_per_cpu": 3},
      "idle_watts_per_cpu"),
+    ({"type": "tdp-curve", "tdp_watts": 1.7e308}, "tdp_watts"),
+    ({"type": "linear", "idle_watts_per_cpu": 1, "max_watts_per_cpu": float("inf")},
+     "max_watts_per_cpu"),
 ])
 def test_bad_model_is_one_line_naming_file_and_field(tmp_path, doc, field):
     path = write_model(tmp_path, doc)
@@ -148,6 +151,12 @@ def test_bad_model_is_one_line_naming_file_and_field(tmp_path, doc, field):
     assert "\n" not in message
     assert message.startswith(f"--model {path}: ")
     assert repr(field) in message or f"'{field}'" in message
+
+
+def test_a_missing_field_is_called_missing(tmp_path):
+    with pytest.raises(KeplerTopError) as err:
+        load_model(write_model(tmp_path, {"type": "tdp-curve"}))
+    assert "field 'tdp_watts' is missing" in str(err.value)
 
 
 def test_model_that_is_not_json_names_line_and_column(tmp_path):

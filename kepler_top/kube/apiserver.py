@@ -459,6 +459,8 @@ class _Connections:
                 if closed:  # stop() came while this connection was being made
                     conns.cut()
 
+        # urllib3 names the connection's class in its errors, which reach the warnings.
+        Tracked.__name__ = Tracked.__qualname__ = pool_cls.ConnectionCls.__name__
         return type(f"Tracked{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": Tracked})
 
     def close(self) -> None:
