@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -137,6 +138,7 @@ class SnapshotCollector(Collector):
         self._zone_paths = dict(zone_paths or {})
         self._cpu_info = tuple(dict(c) for c in cpu_info)
         self._revision = revision
+        self._process_series = ProcessSeries()
 
     def describe(self) -> list[Metric]:
         # Registering must not call collect() (it would build every family for nothing).
@@ -152,7 +154,7 @@ class SnapshotCollector(Collector):
         yield from self._node(snap, node)
         yield self._sample_duration(published.stats)
         if "process" in self.levels:
-            yield from self._processes(snap, node)
+            yield from self._processes(published, node)
         if "container" in self.levels:
             yield from self._containers(snap, node)
         if "vm" in self.levels:
@@ -229,7 +231,7 @@ class SnapshotCollector(Collector):
         m.add_metric((), list(zip(bounds, stats.bucket_counts)), stats.sum_s)
         return m
 
-    def _processes(self, snap: Snapshot, node: str) -> Iterator[Metric]:
+    def _processes(self, published: Published, node: str) -> Iterator[Metric]:
         zoned = ("node_name", "pid", "comm", "exe", "type", "state", "container_id", "vm_id",
                  "zone")
         joules, watts = _pair("process", "A process's", zoned)
@@ -237,14 +239,13 @@ class SnapshotCollector(Collector):
             "kepler_process_cpu_seconds_total", "CPU time used by a process since first seen",
             labels=("node_name", "pid", "comm", "exe", "type", "container_id", "vm_id"),
         )
-        for p in snap.processes:
-            kind = "vm" if p.vm_id else "container" if p.container_id else "regular"
-            ident = (str(p.pid), text(p.comm), text(p.exe), kind)
-            ids = (text(p.container_id), text(p.vm_id))
-            for zone, e in p.zones.items():
-                key = (node, *ident, p.state, *ids, zone)
-                _add(joules, watts, key, e.joules, e.watts)
-            seconds.add_metric((node, *ident, *ids), p.cpu_seconds)
+        rows = self._process_series.rows(published)
+        for (labels, state), (zones, power) in rows.energy.items():
+            for zone, j in zones.items():
+                _add(joules, watts, (node, *labels[:4], state, *labels[4:], zone), j,
+                     power.get(zone))
+        for labels, cpu in rows.cpu.items():
+            seconds.add_metric((node, *labels), cpu)
         yield from (joules, watts, seconds)
 
     def _containers(self, snap: Snapshot, node: str) -> Iterator[Metric]:
@@ -286,6 +287,78 @@ class SnapshotCollector(Collector):
         yield from (joules, watts)
 
 
+@dataclass(frozen=True, slots=True)
+class _ProcessRows:
+    # (labels, state) -> ({zone: joules}, {zone: watts}); labels -> cpu seconds
+    energy: dict[tuple, tuple[dict[str, float], dict[str, float]]]
+    cpu: dict[tuple, float]
+
+
+class ProcessSeries:
+    """kepler_process_* values that never go back, one series per label set.
+
+    Process labels name a PID, not a process: when a PID is reused by a process with the same
+    command, executable and container, the new one's counts start again from nothing under the
+    labels of the old one (and, while the old one is still listed as terminated, the CPU
+    seconds, which have no state label, would be two samples of one series). So the values of
+    a label set are kept going here: a running series whose count falls has a new process
+    behind it and continues from where the old one stopped; terminated entries and CPU
+    seconds are summed per label set, and what leaves that sum stays counted. A label set no
+    longer listed is forgotten: its series ends, and one that comes back starts anew.
+
+    Worked out once per published snapshot (under a lock, so concurrent scrapes of one
+    snapshot see one result), in the order snapshots are scraped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._of: Published | None = None
+        self._rows = _ProcessRows({}, {})
+        self._last: dict[tuple, dict[str, float]] = {}  # summed counts seen last time
+        self._carry: dict[tuple, dict[str, float]] = {}  # counted before, kept in the series
+
+    def rows(self, published: Published) -> _ProcessRows:
+        with self._lock:
+            if published is not self._of:
+                self._rows = self._work_out(published.snapshot)
+                self._of = published
+            return self._rows
+
+    def _work_out(self, snap: Snapshot) -> _ProcessRows:
+        sums: dict[tuple, dict[str, float]] = {}
+        power: dict[tuple, dict[str, float]] = {}
+        for p in snap.processes:
+            kind = "vm" if p.vm_id else "container" if p.container_id else "regular"
+            labels = (str(p.pid), text(p.comm), text(p.exe), kind, text(p.container_id),
+                      text(p.vm_id))
+            energy = sums.setdefault((labels, p.state), {})
+            watts = power.setdefault((labels, p.state), {})
+            for zone, e in p.zones.items():
+                energy[zone] = energy.get(zone, 0.0) + e.joules
+                if e.watts is not None:
+                    watts[zone] = watts.get(zone, 0.0) + e.watts
+            cpu = sums.setdefault((labels,), {})
+            cpu[""] = cpu.get("", 0.0) + p.cpu_seconds
+        last, carry = self._last, self._carry
+        self._last, self._carry = sums, {}
+        values: dict[tuple, dict[str, float]] = {}
+        for key, now in sums.items():
+            before, kept = last.get(key), dict(carry.get(key, {}))
+            if before is not None and any(now.get(z, 0.0) < v for z, v in before.items()):
+                # A running series whose count fell has a new process behind it: all of the
+                # old one's count is kept. A sum (terminated, CPU seconds) that fell lost an
+                # entry: what it had counted is kept.
+                replaced = len(key) == 2 and key[1] == "running"
+                for z, v in before.items():
+                    kept[z] = kept.get(z, 0.0) + (v if replaced else max(0.0, v - now.get(z, 0.0)))
+            self._carry[key] = kept
+            values[key] = {z: v + kept.get(z, 0.0) for z, v in now.items()}
+        return _ProcessRows(
+            {key: (v, power[key]) for key, v in values.items() if len(key) == 2},
+            {key[0]: v[""] for key, v in values.items() if len(key) == 1},
+        )
+
+
 def _pair(level: str, whose: str, labels: tuple[str, ...]) -> tuple[Metric, Metric]:
     joules = CounterMetricFamily(
         f"kepler_{level}_cpu_joules_total",
@@ -307,6 +380,6 @@ def _add(joules: Metric, watts: Metric, key: tuple[str, ...], j: float, w: float
 
 
 __all__ = [
-    "DEFAULT_LEVELS", "LEVELS", "Published", "SampleStats", "SnapshotCollector",
+    "DEFAULT_LEVELS", "LEVELS", "ProcessSeries", "Published", "SampleStats", "SnapshotCollector",
     "parse_levels", "read_cpu_info", "text",
 ]

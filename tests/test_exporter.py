@@ -375,3 +375,45 @@ def test_basic_auth_checks_bcrypt_hashes_of_every_prefix(prefix):
     assert not auth.check(header("mallory", "pw"))
     assert not auth.check("Basic !!notbase64")
     assert not auth.check(None)
+
+
+def test_a_reused_pid_keeps_its_process_series_unique_and_never_going_back(tmp_path):
+    proc = FakeProc(tmp_path / "proc")
+    proc.add(100, "shell", "/user.slice/session-1.scope")
+    proc.add(200, "server", "/system.slice/server.service")
+    # Every ended process kept as terminated, so that the old and the new shell are listed
+    # side by side under the same labels.
+    engine = make_engine(proc, tmp_path / "sys", min_terminated_joules=0.0)
+    sampler, registry = exporter(Driver(proc, engine, {100: 100, 200: 300}))
+    sampler.sample_once(), sampler.sample_once(), sampler.sample_once()
+    scrapes = [scrape_registry(registry)]
+    # The shell ends and a new shell, same command and cgroup, is given PID 100 again: the
+    # same labels, a new process whose counts start from nothing.
+    proc.kill(100)
+    proc.add(100, "shell", "/user.slice/session-1.scope")
+    for _ in range(3):
+        sampler.sample_once()
+        scrapes.append(scrape_registry(registry))
+
+    def series(samples, name):
+        out = {}
+        for s in samples.get(name, ()):
+            key = tuple(sorted(s.labels.items()))
+            assert key not in out, f"{name} twice with labels {s.labels}"
+            out[key] = s.value
+        return out
+
+    names = ("kepler_process_cpu_joules_total", "kepler_process_cpu_seconds_total")
+    for name in names:
+        seen: dict[tuple, float] = {}
+        for samples in scrapes:
+            for key, value in series(samples, name).items():
+                assert value >= seen.get(key, 0.0), (name, dict(key), seen.get(key), value)
+                seen[key] = value
+    # The shell's running series went on from the first shell's count, and the first shell
+    # is listed once more as terminated with its own final count.
+    shells = {s.labels["state"]: s.value for s in scrapes[-1]["kepler_process_cpu_joules_total"]
+              if s.labels["pid"] == "100" and s.labels["zone"] == "package"}
+    first = next(s.value for s in scrapes[0]["kepler_process_cpu_joules_total"]
+                 if s.labels["pid"] == "100" and s.labels["zone"] == "package")
+    assert shells["running"] > first and shells["terminated"] >= first
