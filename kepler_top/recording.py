@@ -471,12 +471,15 @@ def parse_moment(text: str, *, start: datetime) -> datetime:
         except OverflowError:
             raise ValueError(f"{text} is further than any date") from None
     if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?", text):
-        parts = [float(p) for p in text.split(":")]
-        clock = time(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
+        parts = text.split(":")
+        seconds = float(parts[2]) if len(parts) > 2 else 0.0
+        clock = time(int(parts[0]), int(parts[1]), int(seconds),
+                     min(999_999, round((seconds % 1) * 1e6)))
         when = datetime.combine(start.date(), clock, tzinfo=timezone.utc)
         # The time as precise as it was written: `16:34` is the whole minute, so a recording
         # that starts at 16:34:36 is in it, today, not tomorrow.
-        precision = timedelta(seconds=1 if len(parts) > 2 else 60)
+        digits = len(parts[2].partition(".")[2]) if len(parts) > 2 else 0
+        precision = timedelta(seconds=10.0 ** -digits if len(parts) > 2 else 60)
         if when + precision <= start:
             when += timedelta(days=1)
         return when

@@ -108,6 +108,8 @@ def test_relative_window_from_the_start(tmp_path, capsys, snaps):
     ("2025-11-24T23:00:00+01:00", "2025-11-24T22:00:00Z"),
     ("+1h30m", "2025-11-24T13:30:00Z"),
     ("+2m30s", "2025-11-24T12:02:30Z"),
+    ("23:59:30.25", "2025-11-24T23:59:30.250Z"),  # the fraction is kept, not dropped
+    ("11:59:59.999", "2025-11-25T11:59:59.999Z"),  # over before the start, to the millisecond
 ])
 def test_moments_count_from_the_recording(text, expected):
     from kepler_top.recording import parse_moment, parse_time
