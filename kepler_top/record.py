@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     deadline = start + args.duration if args.duration is not None else math.inf
     try:
         with _Stop() as stop:
-            taken = 0
+            taken = slot = 0
             while True:
                 writer.write(engine.sample())
                 taken += 1
@@ -138,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
                 now = time.monotonic()
                 if stop.requested or taken == args.count or now >= deadline:
                     break
-                # Samples stay on a fixed schedule; the last one lands on the deadline.
-                due = min(start + taken * interval_s, deadline)
+                # Samples stay on a fixed schedule; the last one lands on the deadline. A
+                # sample (or a disk) slower than the interval skips the slots it missed, so
+                # the next interval is not a burst of catch-up samples fractions of it long.
+                slot = max(slot + 1, math.floor((now - start) / interval_s) + 1)
+                due = min(start + slot * interval_s, deadline)
                 stop.sleep(due - now)
                 if stop.requested:
                     break
