@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -59,6 +60,7 @@ class PodApiServer:
         self.extra_items: list = []  # appended to the list's items as they are (any shape)
         self.trickle_s: float | None = None  # the list is sent one byte per this many seconds
         self.stall: set[str] = set()  # "list" and/or "watch": accept, then never answer
+        self.list_delay_s = 0.0  # a slow API server: the list answers after this long
         self.closing = threading.Event()
         # ("list" | "watch", query), or ("unserved <path>", query) for anything else asked
         self.requests: list[tuple[str, dict]] = []
@@ -230,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             api.requests.append((kind, query))
             forbidden = api.forbidden
             stall = kind in api.stall
+            delay = api.list_delay_s if kind == "list" else 0.0
+        if delay:
+            time.sleep(delay)
         if stall:  # as a server whose backend hangs: the connection stays open, silent
             while not api.closing.wait(0.1):
                 pass

@@ -281,6 +281,20 @@ def test_watch_lines_that_are_not_events_are_skipped_or_relisted(api, source_for
     assert not any("stopped" in r.getMessage() or r.exc_info for r in caplog.records)
 
 
+def test_a_watch_line_that_never_ends_is_cut_at_the_cap_and_listed_again(api, source_for,
+                                                                          caplog):
+    caplog.set_level(logging.INFO, logger="kepler_top")
+    src = source_for(api, max_event_bytes=1 << 20)
+    assert wait_for(lambda: api.open_watches() == 1)
+    api.raw_line(b'{"type":"ADDED","object":{"metadata":{"name":"' + b"x" * (3 << 20))
+    assert wait_for(lambda: src.lists == 2 and api.count("watch") == 2)
+    [warning] = warnings_of(caplog)
+    assert "WatchLineTooLong: a watch line longer than 1 MiB" in warning
+    uid = "c0c1c2c3-d4d5-4e6e-8f7f-a8a9b0b1b2b3"
+    api.add(new_pod("after-long-line", uid, "containerd://" + h("after-long-line")))
+    assert wait_for(lambda: src.index.pod(uid) is not None)
+
+
 def test_a_list_sent_one_byte_at_a_time_is_cut_said_once_and_retried(api, source_for, caplog):
     caplog.set_level(logging.INFO, logger="kepler_top")
     # Each byte comes well within the read timeout, so only a deadline on the whole list ends

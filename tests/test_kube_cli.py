@@ -62,9 +62,14 @@ def test_forbidden_is_said_once_with_the_rbac_to_grant(tmp_path):
     assert len(lines) == 1 and "403" in lines[0] and "grant list and watch on pods" in lines[0]
 
 
-def test_once_at_the_shortest_interval_still_prints_the_pods_names(tmp_path):
+@pytest.mark.parametrize("pod_logs", ["none", "missing"])
+def test_once_waits_for_a_slow_api_server_to_print_the_pods_names(tmp_path, pod_logs):
+    logs = "none" if pod_logs == "none" else str(tmp_path / "no-var-log")
     with PodApiServer(fixture_pods()) as api:
-        r = run("--kubeconfig", api.kubeconfig(tmp_path / "kubeconfig"), "--interval", "0.01")
+        api.list_delay_s = 1.5
+        # A node without /var/log/pods says so (at info level): no reason to stop waiting.
+        r = run("--kubeconfig", api.kubeconfig(tmp_path / "kubeconfig"), "--interval", "0.01",
+                "--pod-logs", logs)
     assert r.returncode == 0, r.stderr
     pods = json.loads(r.stdout)["pods"]
     assert pods and all(p["name"] and p["namespace"] for p in pods), pods

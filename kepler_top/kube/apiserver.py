@@ -7,6 +7,7 @@ by a new list, after a doubling wait when the server was not reachable.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -140,9 +141,12 @@ class ApiServerSource(SourceThread):
         read_timeout_s: the longest wait for any byte of a list or a watch.
         max_list_bytes: the largest list answer read (default 32 MiB); a longer one is
             refused as not a pod list.
+        max_event_bytes: the longest watch line read (default 8 MiB); a longer one ends the
+            watch, said once, and the pods are listed again.
     """
 
     name = "apiserver"
+    asks_cluster = True
 
     def __init__(
         self,
@@ -157,6 +161,7 @@ class ApiServerSource(SourceThread):
         list_timeout_s: float = 60.0,
         read_timeout_s: float = 60.0,
         max_list_bytes: int | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.index = index
@@ -170,6 +175,7 @@ class ApiServerSource(SourceThread):
         self.list_timeout_s = list_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_list_bytes = max_list_bytes or MAX_LIST_BYTES
+        self.max_event_bytes = max_event_bytes or MAX_EVENT_BYTES
         self.lists = 0  # full lists received, for tests and the bench
         self._watch: watch.Watch | None = None
         self._connections = _Connections(api_client)
@@ -260,7 +266,7 @@ class ApiServerSource(SourceThread):
     def _watch_from(self, version: str | None) -> None:
         """Follow the watch from ``version`` until it must be listed again (or stop)."""
         while not self.stopping:
-            self._watch = w = _Watch()
+            self._watch = w = _Watch(self.max_event_bytes)
             # The server ends the watch at timeout_seconds; one that sends past it (or keeps a
             # trickle going) is cut, so that no read waits forever.
             limit = self.watch_timeout_s + self.list_timeout_s
@@ -404,9 +410,31 @@ class ApiServerSource(SourceThread):
 _NOT_JSON = "kepler-top: not JSON"
 
 
+# The longest watch line read. etcd refuses objects over 1.5 MiB, so one event is well under
+# this; a line that keeps coming without its newline would otherwise be buffered whole.
+MAX_EVENT_BYTES = 8 << 20
+
+
+class WatchLineTooLong(ValueError):
+    """A watch line ran past MAX_EVENT_BYTES without its newline."""
+
+
 class _Watch(watch.Watch):
     """The client's watch, telling a line that is not JSON from a blank one (the client
-    yields None for both)."""
+    yields None for both), and reading no line longer than ``max_line_bytes``."""
+
+    def __init__(self, max_line_bytes: int = MAX_EVENT_BYTES) -> None:
+        super().__init__()
+        self.max_line_bytes = max_line_bytes
+
+    def stream(self, func, *args, **kwargs):
+        cap = self.max_line_bytes
+
+        @functools.wraps(func)  # the client reads the return type from its docstring
+        def capped(*a, **kw):
+            return _CappedResponse(func(*a, **kw), cap)
+
+        return super().stream(capped, *args, **kwargs)
 
     def unmarshal_event(self, data: str, return_type: Any) -> Any:
         event = super().unmarshal_event(data, return_type)
@@ -415,8 +443,33 @@ class _Watch(watch.Watch):
         return event
 
 
-# Limitation: a watch event has no cap like MAX_LIST_BYTES (the client buffers a line until
-# its newline); the watch's own deadline bounds how long one can grow.
+class _CappedResponse:
+    """A watch response whose ``stream`` fails once a line runs past ``cap`` bytes."""
+
+    # Limitation: urllib3 hands over a chunked answer a whole chunk at a time, so a single
+    # chunk larger than the cap is in memory before it is refused; servers send events in
+    # chunks of their own size, and a stream of small chunks is what is cut here.
+
+    def __init__(self, resp: Any, cap: int) -> None:
+        self._resp = resp
+        self._cap = cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resp, name)
+
+    def stream(self, *args, **kwargs):
+        pending = 0  # bytes of the line under way, since the last newline
+        for segment in self._resp.stream(*args, **kwargs):
+            newline = b"\n" if isinstance(segment, bytes) else "\n"
+            first = segment.find(newline)
+            longest = pending + (len(segment) if first < 0 else first)
+            if first >= 0:
+                pending = len(segment) - segment.rfind(newline) - 1
+            else:
+                pending = longest
+            if longest > self._cap or pending > self._cap:
+                raise WatchLineTooLong(f"a watch line longer than {self._cap >> 20} MiB")
+            yield segment
 
 
 class ListTooSlow(Exception):

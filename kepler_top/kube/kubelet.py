@@ -36,6 +36,7 @@ class KubeletSource(SourceThread):
     """
 
     name = "kubelet"
+    asks_cluster = True
 
     def __init__(
         self,

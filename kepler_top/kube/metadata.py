@@ -55,21 +55,21 @@ class KubeMetadata:
         return bool(self.indexes) and self.indexes[0].synced.wait(timeout_s)
 
     def wait_settled(self, timeout_s: float) -> bool:
-        """Wait until the primary source has answered, with its list (True) or with a problem
-        said on stderr (False), at most ``timeout_s``; a one-shot run then prints names, or
-        says why it has none, rather than exiting while the first answer is on its way."""
-        synced = self.indexes[0].synced if self.indexes else None
+        """Wait until the cluster has answered, with its list (True) or with a problem said on
+        stderr (False), at most ``timeout_s``; a one-shot run then prints names, or says why
+        it has none, rather than exiting while the first answer is on its way. Without a
+        cluster source (no configuration, --no-kube) there is nothing to wait for."""
+        asking = [i for i, s in zip(self.indexes, self.sources) if s.asks_cluster]
+        if not asking:
+            return False
+        synced = asking[0].synced
         deadline = time.monotonic() + timeout_s
-        while True:
-            if synced is not None and synced.is_set():
-                return True
+        while not synced.is_set():
             left = deadline - time.monotonic()
             if self.notices.any_said.is_set() or left <= 0:
                 return False
-            if synced is not None:
-                synced.wait(min(left, 0.05))
-            else:
-                self.notices.any_said.wait(left)
+            synced.wait(min(left, 0.05))
+        return True
 
     def record(self, uid: str) -> PodRecord | None:
         """The pod known by ``uid`` in the first index that knows it."""

@@ -14,7 +14,7 @@ class Notices:
     def __init__(self) -> None:
         self._said: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.any_said = threading.Event()  # some problem has been said since the start
+        self.any_said = threading.Event()  # some warning has been said since the start
 
     def problem(self, key: str, message: str, *, level: int = logging.WARNING) -> bool:
         """Say ``message`` unless this problem (``key``) was already said and not cleared;
@@ -26,7 +26,8 @@ class Notices:
                 return False
             self._said[key] = message
         log.log(level, "%s", message)
-        self.any_said.set()
+        if level >= logging.WARNING:  # an info line (no /var/log/pods here) answers nothing
+            self.any_said.set()
         return True
 
     def clear(self, key: str, message: str) -> None:
@@ -72,6 +73,7 @@ class SourceThread:
     """
 
     name = "pods"
+    asks_cluster = False  # True for the sources whose first answer a one-shot run waits for
 
     def __init__(self) -> None:
         self._stop = threading.Event()
