@@ -131,7 +131,8 @@ class Engine:
             energy = None
 
         deltas = self._scan_processes(
-            now=now, first=prev is None, prev_uptime=prev.uptime if prev else None
+            now=now, first=prev is None, prev_uptime=prev.uptime if prev else None,
+            busy_ticks=cpu.busy - prev.cpu.busy if prev else None,
         )
 
         active = {}  # joules per zone this interval, None where unknown
@@ -191,8 +192,9 @@ class Engine:
         )
 
     def _scan_processes(
-        self, *, now: float, first: bool, prev_uptime: float | None
-    ) -> dict[int, int]:
+        self, *, now: float, first: bool, prev_uptime: float | None,
+        busy_ticks: float | None = None,
+    ) -> dict[int, float]:
         """Walk /proc once; update per-process state and return CPU-tick deltas by PID.
 
         A process's delta includes the CPU time of its children that ended within the
@@ -200,7 +202,7 @@ class Engine:
         root = self.procfs
         old = self._procs
         live: dict[int, ProcState] = {}
-        deltas: dict[int, int] = {}
+        deltas: dict[int, float] = {}
         reaped: dict[int, int] = {}  # by PID: growth of the children's CPU time (cutime+cstime)
         for pid in procfs.list_pids(root):
             data = procfs.read_stat_bytes(root, pid)
@@ -240,7 +242,7 @@ class Engine:
                 deltas[pid] = delta
         gone = [rec for pid, rec in old.items() if live.get(pid) is not rec]
         if reaped:
-            self._add_reaped(deltas, reaped, gone, live)
+            self._add_reaped(deltas, reaped, gone, live, busy_ticks)
         for pid in deltas:
             live[pid].active = True
         self._aggregates.retire(gone, now=now)
@@ -249,8 +251,8 @@ class Engine:
 
     @staticmethod
     def _add_reaped(
-        deltas: dict[int, int], reaped: dict[int, int], gone: list[ProcState],
-        live: dict[int, ProcState],
+        deltas: dict[int, float], reaped: dict[int, int], gone: list[ProcState],
+        live: dict[int, ProcState], busy_ticks: float | None,
     ) -> None:
         """Give a parent the CPU time its ended children used unseen within the interval.
 
@@ -262,16 +264,36 @@ class Engine:
         parent started, which almost always shares its container. Without this, the active
         energy of that CPU time would go to whichever processes happened to be seen.
         """
+        gone_by_pid = {rec.pid: rec for rec in gone}
         counted: dict[int, int] = {}
         for rec in gone:
-            counted[rec.ppid] = counted.get(rec.ppid, 0) + rec.cpu_ticks + rec.child_ticks
+            # A child whose parent ended in the same interval was reaped further up (by the
+            # parent's own reaper, or a subreaper): credit the first ancestor still alive.
+            parent, hops = rec.ppid, 0
+            while parent in gone_by_pid and hops < 64:
+                parent, hops = gone_by_pid[parent].ppid, hops + 1
+            counted[parent] = counted.get(parent, 0) + rec.cpu_ticks + rec.child_ticks
+        unseen: dict[int, int] = {}
         for pid, grown in reaped.items():
-            # Limitation: a child reparented (its parent ended first) is reaped by init or a
-            # subreaper, which then shows its whole lifetime, while the parent last seen is
-            # credited with what it never waited for; both are clamped, never negative.
-            unseen = grown - counted.get(pid, 0)
-            if unseen > 0 and pid in live:
-                deltas[pid] = deltas.get(pid, 0) + unseen
+            # Limitation: a child reparented to init or a subreaper while its old parent
+            # lives on (a double fork) is credited to the old parent; its reaper then shows
+            # its whole lifetime, bounded below by the node's own CPU time.
+            extra = grown - counted.get(pid, 0)
+            if extra > 0 and pid in live:
+                unseen[pid] = extra
+        if not unseen:
+            return
+        total = sum(unseen.values())
+        if busy_ticks is not None:
+            # What the node's CPUs did in the interval, less what the processes seen did, is
+            # all the time that can have gone unseen: no reaper is given more.
+            room = max(0.0, busy_ticks - sum(deltas.values()))
+            scale = min(1.0, room / total)
+        else:
+            scale = 1.0
+        for pid, extra in unseen.items():
+            if extra * scale > 0:
+                deltas[pid] = deltas.get(pid, 0) + extra * scale
 
     def _new_process(self, st: procfs.ProcStat) -> ProcState | None:
         text = procfs.read_cgroup(self.procfs, st.pid)

@@ -129,7 +129,7 @@ class Aggregates:
 
     def attribute(
         self, *, now: float, interval_s: float, procs: Mapping[int, ProcState],
-        deltas: Mapping[int, int], active: Mapping[str, float], zones: tuple[str, ...],
+        deltas: Mapping[int, float], active: Mapping[str, float], zones: tuple[str, ...],
         metadata: Metadata | None, first: bool, primary: str | None,
     ) -> dict[str, tuple]:
         """Share this interval's active energy and build the workload lists of the snapshot."""

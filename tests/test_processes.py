@@ -204,3 +204,52 @@ def test_a_parent_is_never_credited_less_than_nothing(tmp_path):
     procs = {p.pid: p for p in snap.processes}
     assert procs[100].watts == pytest.approx(snap.node.active_watts * 10 / 40)
     assert procs[200].watts == pytest.approx(snap.node.active_watts * 30 / 40)
+
+
+def test_a_tree_that_ends_together_is_credited_to_the_reaper_once(tmp_path):
+    from exporter_support import make_engine
+    from fakeproc import FakeProc, pod_cgroup
+
+    proc = FakeProc(tmp_path / "proc", cpus=2)
+    job = pod_cgroup("00000000-0000-0000-0000-00000000000c", "c" * 64)
+    proc.add(300, "init", job, started_within=False)  # a subreaper, as a container's init
+    proc.add(301, "runner", job, started_within=False, ppid=300)
+    proc.add(302, "worker", job, started_within=False, ppid=301)
+    proc.add(400, "other", "/system.slice/other.service", started_within=False)
+    engine = make_engine(proc, tmp_path / "sys")
+    engine.sample()
+    proc.tick(1.0, {301: 10, 302: 150, 400: 20})
+    engine.sample()
+    # runner and worker are killed together; init reaps both (worker as an orphan). Its
+    # cutime grows by their lifetimes: 10 + (150 + 20 unseen); 160 of it was counted before.
+    # (The node was busier than that: room enough that only the credit keeps init right.)
+    proc.kill(301), proc.kill(302)
+    proc.tick(1.0, {400: 20}, reaped={300: 10 + 150 + 20}, unseen=150)
+    snap = engine.sample()
+    assert_conserved(snap)
+    init = next(p for p in snap.processes if p.pid == 300)
+    other = next(p for p in snap.processes if p.pid == 400)
+    assert init.cpu_seconds == pytest.approx(20 / procfs.CLOCK_TICKS)
+    assert init.watts == pytest.approx(snap.node.active_watts * 20 / 40)
+    assert other.watts == pytest.approx(snap.node.active_watts * 20 / 40)
+
+
+def test_no_reaper_is_given_more_cpu_than_the_node_had(tmp_path):
+    from exporter_support import make_engine
+    from fakeproc import FakeProc
+
+    proc = FakeProc(tmp_path / "proc", cpus=2)
+    proc.add(1, "init", "/init.scope", started_within=False)
+    proc.add(500, "daemon", "/system.slice/d.service", started_within=False)
+    engine = make_engine(proc, tmp_path / "sys")
+    engine.sample()
+    proc.tick(1.0, {500: 30})
+    engine.sample()
+    # init reaps an orphan it never saw the start of: 5,000 ticks of lifetime, of which the
+    # last second can hold at most what the node's CPUs did besides the daemon.
+    proc.tick(1.0, {500: 30}, reaped={1: 5_000}, unseen=120)
+    snap = engine.sample()
+    assert_conserved(snap)
+    init = next(p for p in snap.processes if p.pid == 1)
+    assert init.cpu_seconds == pytest.approx(120 / procfs.CLOCK_TICKS)
+    assert init.cpu_seconds <= snap.interval_seconds * 2
