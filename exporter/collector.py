@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -303,19 +304,23 @@ class ProcessSeries:
     seconds, which have no state label, would be two samples of one series). So the values of
     a label set are kept going here: a running series whose count falls has a new process
     behind it and continues from where the old one stopped; terminated entries and CPU
-    seconds are summed per label set, and what leaves that sum stays counted. A label set no
-    longer listed is forgotten: its series ends, and one that comes back starts anew.
+    seconds are summed per label set, and what leaves that sum stays counted. A label set
+    that comes back within ``forget_s`` of its last listing goes on from its last value;
+    one gone for longer is forgotten (its series long stale), which bounds what is kept.
 
     Worked out once per published snapshot (under a lock, so concurrent scrapes of one
     snapshot see one result), in the order snapshots are scraped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, forget_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
+        self.forget_s = forget_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._of: Published | None = None
         self._rows = _ProcessRows({}, {})
-        self._last: dict[tuple, dict[str, float]] = {}  # summed counts seen last time
-        self._carry: dict[tuple, dict[str, float]] = {}  # counted before, kept in the series
+        # label key -> [counts last listed, counted before (kept in the series), listed in
+        # the last snapshot worked out, when last listed]
+        self._state: dict[tuple, list] = {}
 
     def rows(self, published: Published) -> _ProcessRows:
         with self._lock:
@@ -339,20 +344,30 @@ class ProcessSeries:
                     watts[zone] = watts.get(zone, 0.0) + e.watts
             cpu = sums.setdefault((labels,), {})
             cpu[""] = cpu.get("", 0.0) + p.cpu_seconds
-        last, carry = self._last, self._carry
-        self._last, self._carry = sums, {}
+        now_s = self._clock()
         values: dict[tuple, dict[str, float]] = {}
         for key, now in sums.items():
-            before, kept = last.get(key), dict(carry.get(key, {}))
-            if before is not None and any(now.get(z, 0.0) < v for z, v in before.items()):
-                # A running series whose count fell has a new process behind it: all of the
-                # old one's count is kept. A sum (terminated, CPU seconds) that fell lost an
-                # entry: what it had counted is kept.
-                replaced = len(key) == 2 and key[1] == "running"
-                for z, v in before.items():
-                    kept[z] = kept.get(z, 0.0) + (v if replaced else max(0.0, v - now.get(z, 0.0)))
-            self._carry[key] = kept
+            state = self._state.get(key)
+            kept: dict[str, float] = {}
+            if state is not None:
+                before, kept, listed, _ = state
+                kept = dict(kept)
+                fell = any(now.get(z, 0.0) < v for z, v in before.items())
+                # Back after an absence, or a running count that fell: other processes are
+                # behind it now, and all that was counted stays. A sum (terminated, CPU
+                # seconds) that fell lost an entry: what that entry had counted stays.
+                whole = not listed or (fell and len(key) == 2 and key[1] == "running")
+                if whole or fell:
+                    for z, v in before.items():
+                        kept[z] = kept.get(z, 0.0) + (
+                            v if whole else max(0.0, v - now.get(z, 0.0)))
+            self._state[key] = [now, kept, True, now_s]
             values[key] = {z: v + kept.get(z, 0.0) for z, v in now.items()}
+        for key, state in list(self._state.items()):
+            if key not in sums:
+                state[2] = False
+                if now_s - state[3] > self.forget_s:
+                    del self._state[key]
         return _ProcessRows(
             {key: (v, power[key]) for key, v in values.items() if len(key) == 2},
             {key[0]: v[""] for key, v in values.items() if len(key) == 1},

@@ -417,3 +417,31 @@ def test_a_reused_pid_keeps_its_process_series_unique_and_never_going_back(tmp_p
     first = next(s.value for s in scrapes[0]["kepler_process_cpu_joules_total"]
                  if s.labels["pid"] == "100" and s.labels["zone"] == "package")
     assert shells["running"] > first and shells["terminated"] >= first
+
+
+def test_a_label_set_back_after_a_gap_goes_on_from_its_last_value(tmp_path):
+    proc = FakeProc(tmp_path / "proc")
+    proc.add(200, "server", "/system.slice/server.service")
+    engine = make_engine(proc, tmp_path / "sys")  # ended below 10 J: listed once, then gone
+    driver = Driver(proc, engine, {200: 300})
+    sampler, registry = exporter(driver)
+    sampler.sample_once(), sampler.sample_once()
+    seen: dict[tuple, float] = {}
+    terminated = []
+    for ticks in (50, 30, 10):  # a short job given PID 100 again, each time shorter
+        proc.add(100, "job", "/system.slice/cron.service")
+        driver.usage = {100: ticks, 200: 300}
+        sampler.sample_once()
+        proc.kill(100)
+        driver.usage = {200: 300}
+        for _ in range(2):
+            sampler.sample_once()
+            for s in scrape_registry(registry)["kepler_process_cpu_joules_total"]:
+                key = tuple(sorted(s.labels.items()))
+                assert s.value >= seen.get(key, 0.0), (s.labels, seen.get(key), s.value)
+                seen[key] = s.value
+                if s.labels["pid"] == "100" and s.labels["state"] == "terminated" \
+                        and s.labels["zone"] == "package":
+                    terminated.append(s.value)
+    # Each job listed once as terminated, between absences: a count that only grows.
+    assert len(terminated) == 3 and terminated[0] < terminated[1] < terminated[2]
