@@ -34,7 +34,7 @@ SLOT_WAIT_S = 5.0
 REQUEST_DEADLINE_S = 10.0
 # With every slot taken, a connection that has waited this long without a request gives its
 # slot to a new one.
-IDLE_GRACE_S = 1.0
+IDLE_GRACE_S = 0.25
 METHODS = ("GET", "HEAD")
 MAX_BODY = 64 * 1024  # a scrape has no body; a larger one closes the connection unread
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"

@@ -229,7 +229,11 @@ def test_gzip_q_0_is_served_plain(served):
         conn.close()
 
 
-def test_connections_beyond_the_cap_wait_then_get_503_and_the_cap_frees(driver):
+def test_connections_beyond_the_cap_wait_then_get_503_and_the_cap_frees(driver, monkeypatch):
+    from kepler_top.exporter import server as server_module
+
+    # Slots none of which may be given up (as when every one serves a request under way).
+    monkeypatch.setattr(server_module, "IDLE_GRACE_S", 3600.0)
     sampler, registry = exporter(driver)
     sampler.sample_once(), sampler.sample_once()
     servers = _serve(sampler, registry, max_connections=2, slot_wait_s=0.3)

@@ -89,8 +89,12 @@ class SourceThread:
             )
             self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Ask the thread to end, unblock its read, and wait up to ``timeout_s`` for it."""
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Ask the thread to end, unblock its read, and wait up to ``timeout_s`` for it.
+
+        The thread is a daemon: one still in a read that could not be cut (an answer with
+        neither a length nor chunks) is left to end with the process, rather than holding
+        up the quit of the TUI or of --once."""
         self._stop.set()
         self._interrupt()
         if self._thread is not None:
