@@ -279,8 +279,9 @@ class RaplMsr(CounterSource):
             present.extend(c for c, _ in group)
             if silent:
                 self.problems.append(
-                    f"zone {zone}: register {register:#x} reads nothing on CPU "
-                    f"{', '.join(str(c.cpu) for c in silent)} but counts on CPU "
+                    f"zone {zone}: register {register:#x} reads nothing in "
+                    f"{', '.join(os.path.join(dev_cpu, str(c.cpu), 'msr') for c in silent)} "
+                    "but counts on CPU "
                     f"{next(c.cpu for c, _ in group if c not in silent)}; zone {zone} is "
                     "unknown (null) until it counts there too")
                 log.warning("rapl-msr: %s", self.problems[-1])
