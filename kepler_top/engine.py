@@ -277,7 +277,7 @@ class Engine:
         for pid, grown in reaped.items():
             # Limitation: a child reparented to init or a subreaper while its old parent
             # lives on (a double fork) is credited to the old parent; its reaper then shows
-            # its whole lifetime, bounded below by the node's own CPU time.
+            # its whole lifetime, at most the node's busy time less what was seen (below).
             extra = grown - counted.get(pid, 0)
             if extra > 0 and pid in live:
                 unseen[pid] = extra
