@@ -295,6 +295,14 @@ class _ProcessRows:
     cpu: dict[tuple, float]
 
 
+@dataclass(slots=True)
+class _LabelSet:
+    counts: dict[str, float]  # as last listed
+    kept: dict[str, float]  # counted before, kept in the series
+    listed: bool  # in the last snapshot worked out
+    seen_at: float  # when last listed
+
+
 class ProcessSeries:
     """kepler_process_* values that never go back, one series per label set.
 
@@ -318,9 +326,7 @@ class ProcessSeries:
         self._lock = threading.Lock()
         self._of: Published | None = None
         self._rows = _ProcessRows({}, {})
-        # label key -> [counts last listed, counted before (kept in the series), listed in
-        # the last snapshot worked out, when last listed]
-        self._state: dict[tuple, list] = {}
+        self._state: dict[tuple, _LabelSet] = {}
 
     def rows(self, published: Published) -> _ProcessRows:
         with self._lock:
@@ -350,23 +356,22 @@ class ProcessSeries:
             state = self._state.get(key)
             kept: dict[str, float] = {}
             if state is not None:
-                before, kept, listed, _ = state
-                kept = dict(kept)
+                before, kept = state.counts, dict(state.kept)
                 fell = any(now.get(z, 0.0) < v for z, v in before.items())
                 # Back after an absence, or a running count that fell: other processes are
                 # behind it now, and all that was counted stays. A sum (terminated, CPU
                 # seconds) that fell lost an entry: what that entry had counted stays.
-                whole = not listed or (fell and len(key) == 2 and key[1] == "running")
+                whole = not state.listed or (fell and len(key) == 2 and key[1] == "running")
                 if whole or fell:
                     for z, v in before.items():
                         kept[z] = kept.get(z, 0.0) + (
                             v if whole else max(0.0, v - now.get(z, 0.0)))
-            self._state[key] = [now, kept, True, now_s]
+            self._state[key] = _LabelSet(now, kept, True, now_s)
             values[key] = {z: v + kept.get(z, 0.0) for z, v in now.items()}
         for key, state in list(self._state.items()):
             if key not in sums:
-                state[2] = False
-                if now_s - state[3] > self.forget_s:
+                state.listed = False
+                if now_s - state.seen_at > self.forget_s:
                     del self._state[key]
         return _ProcessRows(
             {key: (v, power[key]) for key, v in values.items() if len(key) == 2},

@@ -270,7 +270,8 @@ def as_dict(t: Totals, path: str) -> dict[str, Any]:
         },
         "workloads": [
             # A namespace has no state of its own in a snapshot; "running" would be a guess.
-            {**names(r.item), "state": None if t.by == "namespace" else r.state, "joules": r.joules, "wh": _wh(r.joules),
+            {**names(r.item), "state": None if t.by == "namespace" else r.state,
+             "joules": r.joules, "wh": _wh(r.joules),
              "avg_watts": r.joules / r.running_s if r.running_s else None,
              "peak_watts": r.peak_watts,
              "share": r.joules / node_j if node_j else None}
